@@ -1,0 +1,44 @@
+# Everything a fresh machine with only Python 3.11 needs: `make demo`, `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck unit integration bench bench-quality bench-train clean
+
+# The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check detector tests bench
+	$(BIN)/mypy detector bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check detector tests bench
+	$(BIN)/ruff format --check detector tests bench
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+demo: $(STAMP)
+	$(BIN)/detector demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+bench-quality: $(STAMP)
+	$(BIN)/python -m bench.quality $(BENCH_ARGS)
+
+bench-train: $(STAMP)
+	$(BIN)/python -m bench.train_time $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
