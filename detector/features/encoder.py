@@ -1,0 +1,145 @@
+"""Rows of raw values -> one float matrix in the model's column order, per batch.
+
+Missing values (absent key, null, empty string, NaN) become NaN and are handled by the
+scorer's missing-value policy; values that cannot be a feature (a string where a number
+belongs, an infinity, a nested object) make the row invalid with a stable reason code, so
+the service can dead-letter it and the CLI can report it. Nothing raises per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detector.features.spec import FeatureSpec
+from detector.settings import FeatureSettings
+
+_NUMBER_TYPES = frozenset({float, int})
+
+
+@dataclass
+class EncodedBatch:
+    """The encoded batch; rows listed in ``errors`` must not be scored."""
+
+    matrix: np.ndarray  # (n_rows, n_columns) float64, NaN = missing
+    feature_missing: np.ndarray  # (n_rows, n_features) bool
+    unknown_categories: np.ndarray  # (n_rows,) int: categories never seen in training
+    errors: dict[int, tuple[str, str]]  # row -> (reason code, human message)
+
+    @property
+    def valid(self) -> np.ndarray:
+        mask = np.ones(self.matrix.shape[0], dtype=bool)
+        if self.errors:
+            mask[list(self.errors)] = False
+        return mask
+
+
+class FeatureEncoder:
+    """Encodes value mappings with a fixed spec; one instance per model version."""
+
+    def __init__(self, spec: FeatureSpec, settings: FeatureSettings) -> None:
+        self.spec = spec
+        self.missing_policy = settings.missing_policy
+        self.max_missing_fraction = settings.max_missing_fraction
+        self._n_numeric = len(spec.numeric)
+        self._log1p_cols = [i for i, n in enumerate(spec.numeric) if n in spec.log1p]
+        self._category_column: list[dict[str, int]] = []
+        col = self._n_numeric
+        for cats in spec.categorical.values():
+            self._category_column.append({c: col + i for i, c in enumerate(cats)})
+            col += len(cats)
+        self.n_columns = col
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> EncodedBatch:
+        n = len(rows)
+        matrix = np.zeros((n, self.n_columns), dtype=np.float64)
+        missing = np.zeros((n, len(self.spec.features)), dtype=bool)
+        unknown = np.zeros(n, dtype=np.int64)
+        errors: dict[int, tuple[str, str]] = {}
+
+        for j, name in enumerate(self.spec.numeric):
+            column = [row.get(name) for row in rows]
+            if set(map(type, column)) <= _NUMBER_TYPES:  # the fast path: all plain numbers
+                values = np.asarray(column, dtype=np.float64)
+            else:
+                values = self._numeric_slow(name, column, errors)
+            missing[:, j] = np.isnan(values)
+            infinite = np.isinf(values)
+            for i in np.flatnonzero(infinite):
+                errors.setdefault(
+                    int(i), ("bad_value", f"{name} = {values[i]}: infinite values are not allowed")
+                )
+            matrix[:, j] = values
+        for j in self._log1p_cols:
+            name = self.spec.numeric[j]
+            below = matrix[:, j] < -1.0
+            for i in np.flatnonzero(below):
+                errors.setdefault(
+                    int(i), ("bad_value", f"{name} = {matrix[i, j]}: log1p features must be >= -1")
+                )
+            with np.errstate(invalid="ignore", divide="ignore"):
+                matrix[:, j] = np.log1p(matrix[:, j])
+
+        for k, (name, lookup) in enumerate(
+            zip(self.spec.categorical, self._category_column, strict=True)
+        ):
+            jf = self._n_numeric + k
+            cols = list(lookup.values())
+            for r, row in enumerate(rows):
+                value = row.get(name)
+                if value is None or value == "":
+                    missing[r, jf] = True
+                    matrix[r, cols] = np.nan
+                    continue
+                if isinstance(value, bool) or not isinstance(value, str | int):
+                    errors.setdefault(
+                        r, ("bad_value", f"{name} = {value!r}: expected a category (string)")
+                    )
+                    continue
+                hit = lookup.get(str(value))
+                if hit is None:
+                    unknown[r] += 1  # encoded as all-zero one-hot: "unknown", scored, counted
+                else:
+                    matrix[r, hit] = 1.0
+
+        self._apply_missing_policy(missing, errors)
+        return EncodedBatch(matrix, missing, unknown, errors)
+
+    @staticmethod
+    def _numeric_slow(
+        name: str, column: list[Any], errors: dict[int, tuple[str, str]]
+    ) -> np.ndarray:
+        values = np.empty(len(column), dtype=np.float64)
+        for i, v in enumerate(column):
+            if v is None or v == "":
+                values[i] = math.nan
+            elif isinstance(v, int | float):  # bool is an int: a 0/1 flag is a fine feature
+                values[i] = float(v)
+            else:
+                values[i] = math.nan
+                errors.setdefault(i, ("bad_value", f"{name} = {v!r}: expected a number"))
+        return values
+
+    def _apply_missing_policy(
+        self, missing: np.ndarray, errors: dict[int, tuple[str, str]]
+    ) -> None:
+        n_missing = missing.sum(axis=1)
+        if not n_missing.any():
+            return
+        n_features = missing.shape[1]
+        limit = 0 if self.missing_policy == "reject" else self.max_missing_fraction * n_features
+        too_many = (n_missing > limit) | (n_missing == n_features)
+        for i in np.flatnonzero(too_many):
+            absent = [f for f, m in zip(self.spec.features, missing[i], strict=True) if m]
+            errors.setdefault(
+                int(i),
+                (
+                    "missing_features",
+                    f"missing {len(absent)} of {n_features} features {absent[:10]} "
+                    f"(policy {self.missing_policy}, max_missing_fraction {self.max_missing_fraction})",
+                ),
+            )

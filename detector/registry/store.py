@@ -1,0 +1,337 @@
+"""The model registry: versioned bundles on disk, verified before they are unpickled.
+
+Layout::
+
+    DIR/versions/<version>/bundle.joblib   the pickled ModelBundle
+    DIR/versions/<version>/manifest.json   version, created time, sha256, spec, summary
+    DIR/versions/<version>/manifest.sig    HMAC-SHA256 of manifest.json (when a key is set)
+    DIR/versions/<version>/REJECTED.json   why a candidate was not promoted (if it was not)
+    DIR/CURRENT                            the active version's name
+    DIR/HISTORY                            promotions, oldest first (for rollback)
+
+A version directory is written under a temporary name, fsynced, then renamed: a reader
+sees a whole version or none. CURRENT is replaced the same way. Joblib files are
+pickles and unpickling runs code, so nothing is loaded before its checks pass.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from detector.errors import ModelIntegrityError, RegistryError
+from detector.model.bundle import ModelBundle, library_versions
+from detector.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.joblib"
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
+REJECTED_FILE = "REJECTED.json"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    created_at: str
+    manifest: dict[str, Any]
+    rejected: dict[str, Any] | None
+    is_current: bool
+
+
+def new_version_id() -> str:
+    """Sortable by creation time and unique across concurrent writers."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_durable(tmp, data)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelRegistry:
+    """Publish, verify, load, promote, roll back and prune model versions."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.root = Path(settings.path)
+        self.versions_dir = self.root / "versions"
+        key = settings.signing_key
+        self._key = key.get_secret_value().encode() if key is not None else None
+        self.on_library_mismatch = settings.on_library_mismatch
+        self.keep_versions = settings.keep_versions
+
+    # -- writing -----------------------------------------------------------------------
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialize writers (two retrainers, a promote during a publish) across processes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def publish(
+        self, bundle: ModelBundle, promote: bool = True, rejected_reason: str | None = None
+    ) -> str:
+        """Write a new version atomically; make it CURRENT when ``promote``."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = new_version_id()
+        bundle.version = version
+        staging = self.versions_dir / f".staging-{version}"
+        staging.mkdir()
+        try:
+            bundle_path = staging / BUNDLE_FILE
+            joblib.dump(bundle, bundle_path)
+            with bundle_path.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            manifest = {
+                "format": bundle.format,
+                "version": version,
+                "created_at": bundle.created_at,
+                "bundle_file": BUNDLE_FILE,
+                "sha256": _sha256(bundle_path),
+                "size_bytes": bundle_path.stat().st_size,
+                "feature_spec": bundle.spec.to_dict(),
+                "chosen": bundle.summary.get("chosen"),
+                "thresholds": bundle.thresholds.to_dict(),
+                "rows": bundle.summary.get("rows"),
+                "validation": bundle.summary.get("validation"),
+                "libraries": library_versions(),
+            }
+            manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            _write_durable(staging / MANIFEST_FILE, manifest_bytes)
+            if self._key is not None:
+                _write_durable(staging / SIGNATURE_FILE, self._sign(manifest_bytes).encode())
+            if rejected_reason is not None:
+                _write_durable(
+                    staging / REJECTED_FILE, json.dumps({"reason": rejected_reason}).encode()
+                )
+            _fsync_dir(staging)
+            os.rename(staging, self.versions_dir / version)
+            _fsync_dir(self.versions_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("published model version %s%s", version, " (rejected)" if rejected_reason else "")
+        if promote and rejected_reason is None:
+            self.promote(version)
+        self.prune()
+        return version
+
+    def promote(self, version: str, force: bool = False) -> None:
+        """Make ``version`` CURRENT after verifying it loads; refuses rejected ones unless forced."""
+        info = self.info(version)
+        if info.rejected and not force:
+            raise RegistryError(
+                f"version {version} was rejected ({info.rejected.get('reason')}); use --force"
+            )
+        self.verify(version)
+        with self._lock():
+            _atomic_write(self.root / "CURRENT", (version + "\n").encode())
+            with (self.root / "HISTORY").open("a") as fh:
+                fh.write(f"{datetime.now(UTC).isoformat()} {version}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        log.info("CURRENT is now %s", version)
+
+    def rollback(self) -> str:
+        """Promote the version that was CURRENT before the present one."""
+        current = self.current()
+        history = self._history()
+        earlier = [v for v in history if v != current and (self.versions_dir / v).is_dir()]
+        if not earlier:
+            raise RegistryError("nothing to roll back to: no earlier promoted version exists")
+        target = earlier[-1]
+        self.promote(target, force=True)
+        return target
+
+    def reject(self, version: str, reason: str) -> None:
+        _atomic_write(
+            self.versions_dir / version / REJECTED_FILE, json.dumps({"reason": reason}).encode()
+        )
+
+    def prune(self) -> list[str]:
+        """Delete all but the newest ``keep_versions`` versions; never CURRENT."""
+        current = self.current()
+        names = [v.version for v in self.list()]
+        doomed = [v for v in names[: max(0, len(names) - self.keep_versions)] if v != current]
+        for v in doomed:
+            shutil.rmtree(self.versions_dir / v, ignore_errors=True)
+        return doomed
+
+    # -- reading -----------------------------------------------------------------------
+    def current(self) -> str | None:
+        try:
+            name = (self.root / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def _history(self) -> list[str]:
+        try:
+            lines = (self.root / "HISTORY").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [ln.split()[-1] for ln in lines if ln.strip()]
+
+    def list(self) -> list[VersionInfo]:
+        """Every version, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        infos = []
+        for d in self.versions_dir.iterdir():
+            if d.is_dir() and not d.name.startswith("."):
+                try:
+                    infos.append(self.info(d.name))
+                except ModelIntegrityError:
+                    continue  # listed by `models list` as broken via verify; not loadable
+        return sorted(infos, key=lambda i: (i.created_at, i.version))
+
+    def info(self, version: str) -> VersionInfo:
+        d = self.versions_dir / version
+        if not d.is_dir():
+            raise RegistryError(f"no model version {version!r} in {self.versions_dir}")
+        manifest = self._read_manifest(d)
+        rejected = None
+        if (d / REJECTED_FILE).exists():
+            rejected = json.loads((d / REJECTED_FILE).read_text())
+        return VersionInfo(
+            version,
+            str(manifest.get("created_at", "")),
+            manifest,
+            rejected,
+            version == self.current(),
+        )
+
+    def _read_manifest(self, d: Path) -> dict[str, Any]:
+        try:
+            data = json.loads((d / MANIFEST_FILE).read_bytes())
+        except FileNotFoundError:
+            raise ModelIntegrityError("manifest", f"{d / MANIFEST_FILE} is missing") from None
+        except ValueError as exc:
+            raise ModelIntegrityError(
+                "manifest", f"{d / MANIFEST_FILE} is not valid JSON: {exc}"
+            ) from None
+        if not isinstance(data, dict):
+            raise ModelIntegrityError("manifest", f"{d / MANIFEST_FILE} is not a JSON object")
+        return data
+
+    def _sign(self, manifest_bytes: bytes) -> str:
+        assert self._key is not None
+        return hmac.new(self._key, manifest_bytes, hashlib.sha256).hexdigest()
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Run every check that does not need unpickling; return the manifest."""
+        d = self.versions_dir / version
+        if not d.is_dir():
+            raise ModelIntegrityError(
+                "missing", f"model version {version!r} not found in {self.versions_dir}"
+            )
+        manifest_path = d / MANIFEST_FILE
+        manifest = self._read_manifest(d)
+        if self._key is not None:
+            sig_path = d / SIGNATURE_FILE
+            if not sig_path.exists():
+                raise ModelIntegrityError(
+                    "signature",
+                    f"version {version} has no {SIGNATURE_FILE} but registry.signing_key is set",
+                )
+            expected = self._sign(manifest_path.read_bytes())
+            if not hmac.compare_digest(expected, sig_path.read_text().strip()):
+                raise ModelIntegrityError(
+                    "signature",
+                    f"version {version}: manifest signature does not match registry.signing_key",
+                )
+        bundle_path = d / str(manifest.get("bundle_file", BUNDLE_FILE))
+        if not bundle_path.exists():
+            raise ModelIntegrityError(
+                "missing", f"version {version}: {bundle_path.name} is missing"
+            )
+        actual = _sha256(bundle_path)
+        if actual != manifest.get("sha256"):
+            raise ModelIntegrityError(
+                "checksum",
+                f"version {version}: bundle sha256 {actual[:12]}... does not match the manifest's "
+                f"{str(manifest.get('sha256'))[:12]}...; the file changed after publishing",
+            )
+        made_with = manifest.get("libraries", {}).get("scikit-learn")
+        running = library_versions()["scikit-learn"]
+        if made_with != running:
+            msg = f"version {version} was made with scikit-learn {made_with}, this is {running}"
+            if self.on_library_mismatch == "refuse":
+                raise ModelIntegrityError(
+                    "library_version", msg + " (registry.on_library_mismatch = refuse)"
+                )
+            log.warning("%s; loading anyway (registry.on_library_mismatch = warn)", msg)
+        return manifest
+
+    def load(self, version: str | None = None) -> ModelBundle:
+        """Verify, then unpickle. ``None`` loads CURRENT."""
+        if version is None:
+            version = self.current()
+            if version is None:
+                raise RegistryError(
+                    f"no CURRENT model in {self.root}; train one with `detector train`"
+                )
+        self.verify(version)
+        with warnings_as_log():
+            bundle = joblib.load(self.versions_dir / version / BUNDLE_FILE)
+        if not isinstance(bundle, ModelBundle):
+            raise ModelIntegrityError(
+                "manifest", f"version {version}: the bundle is not a ModelBundle"
+            )
+        bundle.version = version
+        return bundle
+
+
+@contextmanager
+def warnings_as_log() -> Iterator[None]:
+    """sklearn warns on unpickling across versions; verify() already logged that decision."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+        yield
