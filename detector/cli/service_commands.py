@@ -1,0 +1,1 @@
+"""Commands that talk to Kafka (run, retrain, demo), kept apart so `train` stays light."""
