@@ -47,7 +47,7 @@ class ScoreResult:
     severity_names: tuple[str, ...]
     errors: dict[int, tuple[str, str]]
     unknown_categories: np.ndarray
-    n_missing: np.ndarray
+    feature_missing: np.ndarray  # (n, n_features) bool
     top_features: dict[int, list[Contribution]] = field(default_factory=dict)
     mahalanobis_sq: dict[int, float] = field(default_factory=dict)
 
@@ -159,7 +159,7 @@ class Scorer:
             severity_names=self.thresholds.names,
             errors=batch.errors,
             unknown_categories=batch.unknown_categories,
-            n_missing=batch.feature_missing.sum(axis=1),
+            feature_missing=batch.feature_missing,
         )
         if alerting.size:
             self._explain(result, alerting, x, gaps, batch.matrix, rows)

@@ -1,0 +1,489 @@
+"""The detector service: the consumer loop of DESIGN.md, one named call per stage.
+
+    poll -> parse -> score -> publish alerts and dead letters -> commit (once acknowledged)
+         -> observe (drift window) -> reload the model if CURRENT changed
+
+At-least-once: a batch's offsets are committed only after every alert and dead letter
+it produced is acknowledged by the broker. Sends are asynchronous and commits trail them
+in batch order, so the loop never blocks on a round trip while the promise still holds:
+offsets move past a batch only when all of its sends (and all earlier batches') are done.
+A failed send ends the session without committing; the next session resumes from the
+last committed offsets, so the batch is processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from detector.errors import BadEventError, DetectorError, ModelIntegrityError, RegistryError
+from detector.events import EventParser
+from detector.health import HealthState
+from detector.metrics import ServiceMetrics
+from detector.model.scorer import Scorer, ScoreResult
+from detector.registry.store import ModelRegistry
+from detector.settings import Settings
+from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_headers
+from detector.stream.clients import make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+# Batches whose sends may be in flight before the loop waits for the oldest: bounds
+# memory and the redelivery after a crash, while one slow ack never stalls the loop.
+MAX_PENDING_BATCHES = 16
+# Lag is read from the consumer's cached high watermarks; once a second is plenty.
+LAG_INTERVAL_S = 1.0
+# Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class DeliveryError(DetectorError):
+    """An alert or dead letter was not acknowledged; its batch must not be committed."""
+
+
+@dataclass
+class Pending:
+    """A processed batch whose offsets wait for its sends to be acknowledged."""
+
+    offsets: dict[TopicPartition, int]
+    futures: list[Any]
+
+    def done(self) -> bool:
+        return all(f.is_done for f in self.futures)
+
+    def raise_if_failed(self) -> None:
+        for f in self.futures:
+            if f.failed():
+                raise DeliveryError(f"a send of the batch was not acknowledged: {f.exception!r}")
+
+
+@dataclass
+class ScoredBatch:
+    """What one batch became; handed to observers (drift window, demo, benchmarks)."""
+
+    records: list[ConsumerRecord]
+    scored_index: list[int]  # positions in ``records`` of rows that were scored
+    entities: list[str | None]
+    event_times_ms: list[int]
+    values: list[dict[str, Any]]
+    result: ScoreResult
+    model_version: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[tuple[int, str, str]] = field(
+        default_factory=list
+    )  # (record pos, reason, msg)
+
+
+BatchObserver = Callable[[ScoredBatch, KafkaProducer], list[Any]]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: DetectorService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Commit what is done before another replica takes these partitions over.
+        self.service.metrics.rebalances.labels("revoked").inc()
+        log.info("partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
+        self.service._drain_and_commit()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service.metrics.rebalances.labels("assigned").inc()
+        self.service.metrics.assigned_partitions.set(len(assigned))
+        self.service.health.partitions = len(assigned)
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+
+
+class DetectorService:
+    """Scores an input topic continuously. ``run()`` blocks; ``stop()`` ends it cleanly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ModelRegistry | None = None,
+        metrics: ServiceMetrics | None = None,
+        observers: list[BatchObserver] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or ModelRegistry(settings.registry)
+        self.metrics = metrics or ServiceMetrics()
+        self.health = HealthState(settings.service.heartbeat_stale_s)
+        self.parser = EventParser(settings.event)
+        self.cooldown = Cooldown(settings.service.alert_cooldown_s)
+        self.observers: list[BatchObserver] = list(observers or [])
+        self.scorer: Scorer | None = None
+        self.stage_seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._refused: set[str] = set()
+        self._next_reload = 0.0
+        self._next_lag = 0.0
+        self._pending: deque[Pending] = deque()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self.consumed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, flush, commit and leave the group."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
+        """Serve until ``stop()``, or ``max_events`` consumed, or ``idle_timeout_s`` without records.
+
+        Kafka errors end the session and start a new one after a back-off (not ready
+        meanwhile); nothing is committed that was not acknowledged.
+        """
+        backoff = BACKOFF_START_S
+        while not self.stopping:
+            if self.scorer is None and not self._load_initial_model():
+                self._stop.wait(max(1.0, self.settings.service.reload_interval_s))
+                continue
+            try:
+                finished = self._session(max_events, idle_timeout_s)
+                backoff = BACKOFF_START_S
+                if finished:
+                    return
+            except (KafkaError, DeliveryError, OSError) as exc:
+                self.metrics.broker_errors.inc()
+                self.health.connected = False
+                self.health.reason = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "Kafka session ended (%s); retrying in %.1f s", self.health.reason, backoff
+                )
+                self._stop.wait(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _load_initial_model(self) -> bool:
+        try:
+            self._swap_model(self.registry.load())
+            return True
+        except (RegistryError, ModelIntegrityError) as exc:
+            self.health.reason = str(exc)
+            log.error("no usable model yet: %s", exc)
+            return False
+
+    def _session(self, max_events: int | None, idle_timeout_s: float | None) -> bool:
+        cfg = self.settings.kafka
+        self._pending.clear()
+        self._producer = make_producer(cfg)
+        self._consumer = make_consumer(cfg)
+        try:
+            self._consumer.subscribe([cfg.input_topic], listener=_Rebalance(self))
+            self.health.connected = True
+            self.health.reason = "connected"
+            log.info(
+                "consuming %s as group %s from %s",
+                cfg.input_topic,
+                cfg.group_id,
+                cfg.bootstrap_servers,
+            )
+            last_record = time.monotonic()
+            while not self.stopping:
+                batch = self._poll()
+                self.health.beat()
+                if batch:
+                    last_record = time.monotonic()
+                    self._process(batch)
+                self._commit_ready()
+                self._maybe_reload()
+                self._update_lag()
+                if max_events is not None and self.consumed >= max_events:
+                    break
+                if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
+                    break
+            self._drain_and_commit()
+            return True
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        self.health.connected = False
+        self.health.partitions = 0
+        if producer is not None:
+            try:
+                producer.close(timeout=self.settings.service.shutdown_grace_s)
+            except Exception:  # closing after a broker failure must not mask that failure
+                log.debug("producer close failed", exc_info=True)
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False)  # leaves the group: partitions move at once
+            except Exception:
+                log.debug("consumer close failed", exc_info=True)
+
+    # -- the stages --------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        took = time.perf_counter() - start
+        self.metrics.stage_seconds.labels(name).observe(took)
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
+
+    def _poll(self) -> list[ConsumerRecord]:
+        assert self._consumer is not None
+        with self._stage("poll"):
+            polled = self._consumer.poll(
+                timeout_ms=self.settings.service.poll_timeout_ms,
+                max_records=self.settings.kafka.max_poll_records,
+            )
+        return [rec for records in polled.values() for rec in records]
+
+    def _process(self, batch: list[ConsumerRecord]) -> None:
+        assert self.scorer is not None and self._producer is not None
+        n = len(batch)
+        self.consumed += n
+        self.metrics.consumed.inc(n)
+        self.metrics.batch_size.observe(n)
+        with self._stage("parse"):
+            scored_batch = self._parse(batch)
+        with self._stage("score"):
+            scored_batch.result = self.scorer.score(scored_batch.values)
+        with self._stage("publish"):
+            futures = self._publish(scored_batch)
+        with self._stage("observe"):
+            for observer in self.observers:
+                futures.extend(observer(scored_batch, self._producer))
+        offsets: dict[TopicPartition, int] = {}
+        for rec in batch:  # records of a partition arrive in offset order
+            offsets[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        self._pending.append(Pending(offsets, futures))
+        if len(self._pending) > MAX_PENDING_BATCHES:
+            self._wait_oldest()
+
+    def _parse(self, batch: list[ConsumerRecord]) -> ScoredBatch:
+        parse = self.parser.parse
+        index: list[int] = []
+        values: list[dict[str, Any]] = []
+        entities: list[str | None] = []
+        times: list[int] = []
+        dead: list[tuple[int, str, str]] = []
+        for pos, rec in enumerate(batch):
+            try:
+                event = parse(rec.value)
+            except BadEventError as exc:
+                dead.append((pos, exc.reason, exc.message))
+                continue
+            index.append(pos)
+            values.append(event.values)
+            entities.append(event.entity)
+            times.append(event.event_time_ms if event.event_time_ms is not None else rec.timestamp)
+        assert self.scorer is not None
+        return ScoredBatch(
+            batch, index, entities, times, values, _EMPTY, self.scorer.version, dead_letters=dead
+        )
+
+    def _publish(self, sb: ScoredBatch) -> list[Any]:
+        assert self._producer is not None and self.scorer is not None
+        cfg = self.settings.kafka
+        result = sb.result
+        futures: list[Any] = []
+        # Rows the scorer refused (a string where a number belongs...) are dead letters too.
+        for row, (reason, message) in result.errors.items():
+            sb.dead_letters.append((sb.scored_index[row], reason, message))
+        for pos, reason, message in sb.dead_letters:
+            rec = sb.records[pos]
+            source = Source(rec.topic, rec.partition, rec.offset, rec.timestamp)
+            futures.append(
+                self._producer.send(
+                    cfg.dead_letter_topic,
+                    value=rec.value,
+                    key=rec.key,
+                    headers=dead_letter_headers(source, reason, message),
+                )
+            )
+            self.metrics.dead_letters.labels(reason).inc()
+        n_dead = len(sb.dead_letters)
+        self.metrics.events.labels("dead_lettered").inc(n_dead)
+        self.metrics.events.labels("scored").inc(len(sb.records) - n_dead)
+
+        valid = np.isfinite(result.log_likelihood)
+        if valid.any():
+            self._observe_scores(result, valid)
+        detected_ms = time.time() * 1000.0
+        names = self.scorer.spec.features
+        for row in result.alerting:
+            row = int(row)
+            entity, event_ms = sb.entities[row], sb.event_times_ms[row]
+            send, suppressed = self.cooldown.admit(entity, int(result.severity[row]), event_ms)
+            if not send:
+                self.metrics.alerts_suppressed.inc()
+                continue
+            rec = sb.records[sb.scored_index[row]]
+            alert = build_alert(
+                result,
+                row,
+                source=Source(rec.topic, rec.partition, rec.offset, rec.timestamp),
+                entity=entity,
+                event_time_ms=event_ms,
+                model_version=sb.model_version,
+                feature_names=names,
+                missing=result.feature_missing[row],
+                detected_ms=detected_ms,
+                suppressed_count=suppressed,
+            )
+            sb.alerts.append(alert)
+            key = entity.encode() if entity is not None else rec.key
+            futures.append(
+                self._producer.send(cfg.alerts_topic, value=orjson.dumps(alert), key=key)
+            )
+            self.metrics.alerts.labels(alert["severity"]).inc()
+        return futures
+
+    def _observe_scores(self, result: ScoreResult, valid: np.ndarray) -> None:
+        unknown = int(result.unknown_categories.sum())
+        if unknown:
+            self.metrics.unknown_categories.inc(unknown)
+        partial = int((result.feature_missing.any(axis=1) & valid).sum())
+        if partial:
+            self.metrics.missing_scored.inc(partial)
+        # One histogram update per bucket per batch instead of one observe() per event.
+        ll = result.log_likelihood[valid]
+        hist = self.metrics.log_likelihood
+        counts = np.histogram(ll, bins=[-np.inf, *hist._upper_bounds[:-1], np.inf])[0]
+        for bucket, c in zip(hist._buckets, counts, strict=True):
+            if c:
+                bucket.inc(int(c))
+        hist._sum.inc(float(ll.sum()))
+
+    # -- commits -----------------------------------------------------------------------
+    def _commit_ready(self) -> None:
+        """Commit offsets of the leading batches whose sends are all acknowledged."""
+        ready: dict[TopicPartition, int] = {}
+        while self._pending and self._pending[0].done():
+            head = self._pending.popleft()
+            head.raise_if_failed()
+            ready.update(head.offsets)
+        if ready:
+            self._commit(ready, sync=False)
+
+    def _wait_oldest(self) -> None:
+        head = self._pending[0]
+        with self._stage("wait_acks"):
+            for f in head.futures:
+                f.get(timeout=self.settings.kafka.request_timeout_ms / 1000.0)  # raises if failed
+        self._commit_ready()
+
+    def _drain_and_commit(self) -> None:
+        """Wait for every send in flight, then commit all processed offsets synchronously."""
+        if self._producer is None or self._consumer is None:
+            return
+        with self._stage("drain"):
+            self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
+            ready: dict[TopicPartition, int] = {}
+            while self._pending:
+                head = self._pending.popleft()
+                if not head.done():
+                    raise DeliveryError(
+                        "sends still unacknowledged after the flush; not committing"
+                    )
+                head.raise_if_failed()
+                ready.update(head.offsets)
+            if ready:
+                self._commit(ready, sync=True)
+
+    def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
+        assert self._consumer is not None
+        meta = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        with self._stage("commit"):
+            if sync:
+                self._consumer.commit(meta)
+            else:
+                self._consumer.commit_async(meta, callback=self._on_commit)
+        self.metrics.commits.inc()
+        self.metrics.last_commit.set_to_current_time()
+
+    @staticmethod
+    def _on_commit(offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            # A lost async commit only means redelivery after a crash; the next one covers it.
+            log.warning("offset commit failed: %s", response)
+
+    # -- model -------------------------------------------------------------------------
+    def _swap_model(self, bundle: Any) -> None:
+        started = time.perf_counter()
+        scorer = Scorer(bundle, self.settings.features, self.settings.thresholds)
+        old = self.scorer.version if self.scorer else None
+        self.scorer = scorer
+        if old:
+            self.metrics.model_info.remove(old)
+        self.metrics.model_info.labels(scorer.version).set(1)
+        self.metrics.model_load_seconds.set(time.perf_counter() - started)
+        self.metrics.model_loaded_at.set_to_current_time()
+        self.health.model_version = scorer.version
+        log.info("scoring with model %s (was %s)", scorer.version, old or "none")
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reload:
+            return
+        self._next_reload = now + self.settings.service.reload_interval_s
+        current = self.registry.current()
+        if (
+            current is None
+            or self.scorer is None
+            or current == self.scorer.version
+            or current in self._refused
+        ):
+            return
+        started = time.perf_counter()
+        try:
+            bundle = self.registry.load(current)
+        except (ModelIntegrityError, RegistryError) as exc:
+            self._refused.add(current)  # refused once, not retried until CURRENT changes again
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error(
+                "model %s refused, still scoring with %s: %s", current, self.scorer.version, exc
+            )
+            return
+        self._swap_model(bundle)
+        self.metrics.model_load_seconds.set(time.perf_counter() - started)
+        self.metrics.model_reloads.labels("loaded").inc()
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag or self._consumer is None:
+            return
+        self._next_lag = now + LAG_INTERVAL_S
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self._consumer.position(tp, timeout_ms=0)
+            except (KafkaError, TypeError):
+                continue
+            if position is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+_EMPTY = ScoreResult(
+    log_likelihood=np.empty(0),
+    percentile=np.empty(0),
+    severity=np.empty(0, dtype=np.int8),
+    threshold=np.empty(0),
+    severity_names=(),
+    errors={},
+    unknown_categories=np.empty(0, dtype=np.int64),
+    feature_missing=np.empty((0, 0), dtype=bool),
+)
