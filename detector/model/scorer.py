@@ -48,6 +48,7 @@ class ScoreResult:
     errors: dict[int, tuple[str, str]]
     unknown_categories: np.ndarray
     feature_missing: np.ndarray  # (n, n_features) bool
+    encoded: np.ndarray  # (n, columns) the rows as the model sees them before scaling
     top_features: dict[int, list[Contribution]] = field(default_factory=dict)
     mahalanobis_sq: dict[int, float] = field(default_factory=dict)
 
@@ -160,6 +161,7 @@ class Scorer:
             errors=batch.errors,
             unknown_categories=batch.unknown_categories,
             feature_missing=batch.feature_missing,
+            encoded=batch.matrix,
         )
         if alerting.size:
             self._explain(result, alerting, x, gaps, batch.matrix, rows)

@@ -29,6 +29,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
 from detector.errors import BadEventError, DetectorError, ModelIntegrityError, RegistryError
 from detector.events import EventParser
 from detector.health import HealthState
@@ -125,7 +126,13 @@ class DetectorService:
         self.health = HealthState(settings.service.heartbeat_stale_s)
         self.parser = EventParser(settings.event)
         self.cooldown = Cooldown(settings.service.alert_cooldown_s)
-        self.observers: list[BatchObserver] = list(observers or [])
+        # The drift window: samples for the retraining job, drift tests over recent events.
+        self.drift = DriftMonitor(settings.drift, settings.kafka, self.metrics)
+        self.observers: list[BatchObserver] = [
+            Sampler(settings.drift, settings.kafka, self.metrics, seed=settings.model.random_seed),
+            DriftObserver(self.drift, lambda: self.scorer),
+            *(observers or []),
+        ]
         self.scorer: Scorer | None = None
         self.stage_seconds: dict[str, float] = {}
         self._stop = threading.Event()
@@ -486,4 +493,5 @@ _EMPTY = ScoreResult(
     errors={},
     unknown_categories=np.empty(0, dtype=np.int64),
     feature_missing=np.empty((0, 0), dtype=bool),
+    encoded=np.empty((0, 0)),
 )

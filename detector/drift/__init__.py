@@ -1,0 +1,1 @@
+"""Drift: the samples feed for retraining and sliding-window drift tests."""

@@ -1,0 +1,234 @@
+"""Helpers shared by the integration tests: a trained registry, producing, reading back,
+and running the service in a thread or as a real `detector run` process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from detector.model.train import train
+from detector.registry.store import ModelRegistry
+from detector.settings import Settings, load_settings
+from detector.stream.service import DetectorService
+
+SESSION_TIMEOUT_MS = 6000  # Tansu completes a group join after half of it (DESIGN.md)
+FETCH_MAX_WAIT_MS = 50
+FEATURES = ("temp", "vibration", "pressure", "flow")
+# Two operating regimes; anomalies are pushed 8 standard deviations out on one feature.
+REGIME_MEANS = np.array([[60.0, 0.3, 4.0, 120.0], [75.0, 0.6, 6.0, 80.0]])
+REGIME_STD = np.array([2.0, 0.05, 0.3, 5.0])
+
+
+def normal_rows(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    regime = rng.integers(0, 2, n)
+    return REGIME_MEANS[regime] + rng.normal(size=(n, 4)) * REGIME_STD + shift * REGIME_STD
+
+
+def events_with_anomalies(
+    n: int, seed: int, anomaly_every: int = 100
+) -> tuple[list[bytes], list[int]]:
+    """JSON events; every ``anomaly_every``-th one has a feature pushed far out of range."""
+    x = normal_rows(n, seed)
+    anomalous = list(range(anomaly_every // 2, n, anomaly_every))
+    x[anomalous, 1] += 8 * REGIME_STD[1]
+    base_ms = 1_795_000_000_000
+    raws = [
+        orjson.dumps(
+            {
+                "entity": f"pump-{i % 7:02d}",
+                "ts": base_ms + i,
+                "values": dict(zip(FEATURES, row, strict=True)),
+            }
+        )
+        for i, row in enumerate(x.tolist())
+    ]
+    return raws, anomalous
+
+
+def settings_for_test(bootstrap: str, registry_dir: Path, **sections: dict[str, Any]) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    overrides: dict[str, Any] = {
+        "registry": {"path": str(registry_dir)},
+        "model": {"n_components_max": 3},
+        "training": {"n_jobs": 1},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"g-{tag}",
+            "input_topic": f"events-{tag}",
+            "alerts_topic": f"alerts-{tag}",
+            "dead_letter_topic": f"dead-{tag}",
+            "samples_topic": f"samples-{tag}",
+            "drift_topic": f"drift-{tag}",
+            "session_timeout_ms": SESSION_TIMEOUT_MS,
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        },
+        "service": {"reload_interval_s": 0.5, "metrics_port": 0, "poll_timeout_ms": 100},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_settings(overrides=overrides, environ={})
+
+
+def train_and_publish(
+    settings: Settings, seed: int = 0, n: int = 20_000, shift: float = 0.0
+) -> str:
+    x = normal_rows(n, seed, shift)
+    rows = [dict(zip(FEATURES, r, strict=True)) for r in x.tolist()]
+    return ModelRegistry(settings.registry).publish(train(rows, settings))
+
+
+@dataclass(frozen=True)
+class Produced:
+    partition: int
+    offset: int
+
+
+def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None
+) -> list[Produced]:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        futures = [producer.send(topic, value=v, key=key) for v in values]
+        producer.flush(30)
+        metas = [f.get(timeout=30) for f in futures]
+    finally:
+        producer.close()
+    return [Produced(m.partition, m.offset) for m in metas]
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    expect: int | None = None,
+    idle_s: float = 3.0,
+    limit_s: float = 60.0,
+) -> list[Any]:
+    """Every record of ``topic`` (no group: assign + seek, so no join wait)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False
+    )
+    try:
+        deadline = time.monotonic() + limit_s
+        parts: set[int] | None = None
+        while time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            time.sleep(0.2)
+        if not parts:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=200)
+            got = [r for rs in polled.values() for r in rs]
+            out.extend(got)
+            if got:
+                last = time.monotonic()
+            if expect is not None and len(out) >= expect and time.monotonic() - last > 0.5:
+                break
+            if time.monotonic() - last > idle_s and (expect is None or len(out) >= expect):
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def alerts_of(bootstrap: str, topic: str, **kw: Any) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_topic(bootstrap, topic, **kw)]
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def service_thread(settings: Settings, **run_kw: Any) -> Iterator[DetectorService]:
+    """A DetectorService running in a thread; stopped and joined on exit."""
+    service = DetectorService(settings)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run(**run_kw)
+        except BaseException as exc:  # surfaced in the test, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "service thread did not stop"
+        if errors:
+            raise errors[0]
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The settings as DETECTOR_* variables: `detector run` configured from the environment alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+    k = settings.kafka
+    env.update(
+        {
+            "DETECTOR_REGISTRY__PATH": str(settings.registry.path),
+            "DETECTOR_KAFKA__BOOTSTRAP_SERVERS": str(k.bootstrap_servers),
+            "DETECTOR_KAFKA__GROUP_ID": k.group_id,
+            "DETECTOR_KAFKA__INPUT_TOPIC": k.input_topic,
+            "DETECTOR_KAFKA__ALERTS_TOPIC": k.alerts_topic,
+            "DETECTOR_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+            "DETECTOR_KAFKA__SAMPLES_TOPIC": k.samples_topic,
+            "DETECTOR_KAFKA__DRIFT_TOPIC": k.drift_topic,
+            "DETECTOR_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
+            "DETECTOR_KAFKA__FETCH_MAX_WAIT_MS": str(k.fetch_max_wait_ms),
+            "DETECTOR_SERVICE__METRICS_PORT": "0",
+            "DETECTOR_SERVICE__RELOAD_INTERVAL_S": "0.5",
+            "DETECTOR_SERVICE__POLL_TIMEOUT_MS": "100",
+            "DETECTOR_SERVICE__SHUTDOWN_GRACE_S": "20",
+        }
+    )
+    return env
+
+
+def start_service_process(
+    settings: Settings, log_path: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "detector", "run", *args],
+            env=env_for(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
