@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -70,3 +72,106 @@ def run(
         int(m.events.labels("dead_lettered")._value.get()),
     )
     sys.stdout.flush()
+
+
+def parse_duration_s(text: str) -> float:
+    """'90s', '30m', '2h', '1d' or plain seconds -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected a duration such as 90s, 30m, 2h") from None
+    if value <= 0:
+        raise typer.BadParameter(f"{text!r}: the interval must be positive")
+    return value
+
+
+@app.command()
+def retrain(
+    model_dir: ModelDirOpt = None,
+    config: ConfigOpt = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run once and exit (cron, Kubernetes CronJob).")
+    ] = False,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Run periodically, e.g. 30m.")
+    ] = None,
+    on_drift: Annotated[
+        bool, typer.Option("--on-drift", help="Also run when the service publishes a drift event.")
+    ] = False,
+    metrics_file: Annotated[
+        Path | None, typer.Option(help="Write the run's metrics here (Prometheus text format).")
+    ] = None,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Stop after this many runs (testing).")
+    ] = None,
+) -> None:
+    """Retrain from the samples window; promote the candidate only if it passes the gate."""
+    import orjson
+    from prometheus_client import write_to_textfile
+
+    from detector.metrics import RetrainMetrics
+    from detector.retrain.job import retrain_once
+
+    if not (once or every or on_drift):
+        raise typer.BadParameter("choose --once, --every DURATION and/or --on-drift")
+    with _errors():
+        settings = settings_for(config, model_dir=model_dir, kafka__bootstrap_servers=bootstrap)
+    setup_logging(settings.service.log_format, settings.service.log_level)
+    metrics = RetrainMetrics()
+    interval_s = parse_duration_s(every) if every else None
+    stop = {"flag": False}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def one_run() -> str:
+        with _errors():
+            outcome = retrain_once(settings, metrics=metrics)
+        typer.echo(
+            orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2, default=str).decode()
+        )
+        if metrics_file is not None:
+            write_to_textfile(str(metrics_file), metrics.registry)
+        return outcome.outcome
+
+    if once and not (every or on_drift):
+        outcome = one_run()
+        raise typer.Exit(1 if outcome == "failed" else 0)
+
+    from detector.retrain.trigger import wait_for_trigger
+
+    runs = 0
+    next_run = (
+        time.monotonic()
+        if once
+        else (time.monotonic() + interval_s if interval_s else float("inf"))
+    )
+    with _errors():
+        trigger = wait_for_trigger(settings) if on_drift else None
+    while not stop["flag"] and (max_runs is None or runs < max_runs):
+        reason = None
+        if time.monotonic() >= next_run:
+            reason = "schedule"
+        elif trigger is not None and trigger.poll(
+            timeout_s=min(1.0, max(0.0, next_run - time.monotonic()))
+        ):
+            reason = "drift event"
+        elif trigger is None:
+            time.sleep(min(1.0, max(0.0, next_run - time.monotonic())))
+        if reason is None:
+            continue
+        log.info("retraining (%s)", reason)
+        one_run()
+        runs += 1
+        next_run = time.monotonic() + interval_s if interval_s else float("inf")
+    if trigger is not None:
+        trigger.close()

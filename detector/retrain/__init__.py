@@ -1,0 +1,1 @@
+"""Retraining: the samples window becomes a validated new model version."""

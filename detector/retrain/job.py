@@ -1,0 +1,353 @@
+"""The retraining job: samples window -> robust fit -> validation gate -> publish.
+
+1. Read the most recent window from the samples topic (bounded by count and event age).
+2. Refuse windows unfit to learn from: too few rows, more than ``max_alerted_fraction``
+   alerted under the model of the day (a fault, not an operating point), or a constant
+   feature. The current model stays.
+3. Split by event time: the newest ``holdout_fraction`` validates, the rest trains.
+4. Fit with the same code as ``detector train`` (BIC grid, calibration split,
+   thresholds), then trim: rows whose log-likelihood under that first fit falls below
+   Tukey's far-out fence (Q1 - 3 IQR of the log-likelihoods) are taken as anomalies
+   and the chosen (K, covariance) is refit without them, so the anomalies in the window
+   do not become "normal" and do not drag the thresholds down.
+5. Gate: on the holdout (inside the same fence) the candidate's warning alert rate must be
+   within tolerance of the target, and its mean log-likelihood (in feature units, so
+   models with different scalers compare) may trail the current model's by at most
+   ``max_worse_margin``. A candidate that fails is published as rejected, with the reason.
+
+Two retrainers at once: a non-blocking lock on the registry makes the second one stop
+with outcome ``busy``; publishing is atomic, so a crash leaves CURRENT untouched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from detector.errors import DetectorError, RegistryError, RetrainRefused
+from detector.metrics import RetrainMetrics
+from detector.model.bundle import ModelBundle
+from detector.model.scorer import Scorer
+from detector.model.train import train
+from detector.registry.store import ModelRegistry
+from detector.settings import Settings
+from detector.stream.clients import consumer_config
+
+log = logging.getLogger(__name__)
+
+# Tukey's "far out" fence: for Gaussian data it trims well under 1% of normal rows, while
+# an event several standard deviations out on any feature falls far beyond it.
+TUKEY_FAR_OUT = 3.0
+# The gate's alert-rate check is never tighter than this many binomial standard errors.
+RATE_CHECK_SIGMAS = 3.0
+
+
+@dataclass
+class SampleRow:
+    values: dict[str, Any]
+    entity: str | None
+    event_time_ms: int | None
+    alerted: bool
+    model_version: str | None
+
+
+@dataclass
+class RetrainOutcome:
+    outcome: str  # promoted | rejected | refused | failed | busy
+    version: str | None = None
+    reason: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "version": self.version,
+            "reason": self.reason,
+            "figures": self.figures,
+        }
+
+
+def read_window(settings: Settings, now_ms: float | None = None) -> list[SampleRow]:
+    """The newest ``window_max_samples`` rows of the samples topic within ``window_max_age_s``."""
+    cfg = settings.retrain
+    now_ms = time.time() * 1000.0 if now_ms is None else now_ms
+    oldest_ms = now_ms - cfg.window_max_age_s * 1000.0
+    conf = consumer_config(settings.kafka, group_id=None, enable_auto_commit=False)
+    conf.pop("group_id", None)
+    consumer = KafkaConsumer(**conf)
+    window: deque[SampleRow] = deque(maxlen=cfg.window_max_samples)
+    try:
+        topic = settings.kafka.samples_topic
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < cfg.poll_timeout_s:
+            polled = consumer.poll(timeout_ms=200)
+            if not polled:
+                continue
+            idle_since = time.monotonic()
+            for records in polled.values():
+                for rec in records:
+                    window.extend(_rows_of(rec.value, oldest_ms))
+    finally:
+        consumer.close()
+    return sorted(window, key=lambda r: r.event_time_ms or 0)
+
+
+def _rows_of(raw: bytes, oldest_ms: float) -> Iterator[SampleRow]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("skipping an unreadable samples message (%d bytes)", len(raw))
+        return
+    version = doc.get("model_version")
+    for r in doc.get("rows", []):
+        t = r.get("event_time_ms")
+        if t is not None and t < oldest_ms:
+            continue
+        yield SampleRow(r.get("values") or {}, r.get("entity"), t, bool(r.get("alerted")), version)
+
+
+def tukey_fence(log_likelihood: np.ndarray) -> float:
+    q1, q3 = np.percentile(log_likelihood, [25, 75])
+    return float(q1 - TUKEY_FAR_OUT * (q3 - q1))
+
+
+def check_window(rows: list[SampleRow], settings: Settings, feature_names: tuple[str, ...]) -> None:
+    """Raise ``RetrainRefused`` when the window is unfit to learn from."""
+    cfg = settings.retrain
+    if len(rows) < cfg.min_samples:
+        raise RetrainRefused(
+            "too_few_samples",
+            f"{len(rows)} samples in the window, retrain.min_samples is {cfg.min_samples}",
+        )
+    alerted = sum(r.alerted for r in rows) / len(rows)
+    if alerted > cfg.max_alerted_fraction:
+        raise RetrainRefused(
+            "mostly_anomalies",
+            f"{100 * alerted:.1f}% of the window alerted (retrain.max_alerted_fraction "
+            f"{100 * cfg.max_alerted_fraction:.0f}%): that is a fault to fix, not a state to learn",
+        )
+    for name in feature_names:
+        col = np.array(
+            [r.values.get(name) for r in rows if isinstance(r.values.get(name), int | float)],
+            dtype=float,
+        )
+        if col.size and np.ptp(col) == 0.0:
+            raise RetrainRefused(
+                "constant_feature",
+                f"feature {name!r} is constant ({col[0]!r}) across the window: a stuck sensor?",
+            )
+
+
+def feature_units_ll(scorer: Scorer, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Log-likelihoods in the features' own units (the scaler's Jacobian added back).
+
+    Scores in standardized units are not comparable between models whose scalers
+    differ; the density of the unscaled features is.
+    """
+    ll = scorer.score(rows).log_likelihood
+    return ll - float(np.sum(np.log(scorer.bundle.scaler.scale_)))
+
+
+def fit_robust(rows: list[dict[str, Any]], settings: Settings) -> tuple[ModelBundle, float, int]:
+    """Train, trim rows beyond the fence under that fit, refit the chosen model on the rest."""
+    first = train(rows, settings)
+    ll = Scorer(first, settings.features).score(rows).log_likelihood
+    ok = np.isfinite(ll)
+    fence = tukey_fence(ll[ok])
+    keep = ok & (ll >= fence)
+    chosen = first.summary["chosen"]
+    pinned = settings.model_copy(
+        update={
+            "model": settings.model.model_copy(
+                update={
+                    "n_components_min": chosen["n_components"],
+                    "n_components_max": chosen["n_components"],
+                    "covariance_types": [chosen["covariance_type"]],
+                }
+            )
+        }
+    )
+    kept = [rows[i] for i in np.flatnonzero(keep)]
+    final = train(kept, pinned, spec=first.spec)
+    final.summary["grid"] = first.summary["grid"]  # the search that chose the model
+    final.summary["trimmed_rows"] = int((~keep).sum())
+    final.summary["trim_fence_log_likelihood"] = fence
+    return final, fence, int((~keep).sum())
+
+
+def validate(
+    candidate: ModelBundle,
+    current: ModelBundle | None,
+    holdout: list[dict[str, Any]],
+    settings: Settings,
+) -> tuple[bool, str | None, dict[str, Any]]:
+    """The gate: alert rate near target on presumed-normal holdout rows, and not worse."""
+    cfg = settings.retrain
+    cand = Scorer(candidate, settings.features)
+    res = cand.score(holdout)
+    fence = float(candidate.summary.get("trim_fence_log_likelihood", -np.inf))
+    inside = np.isfinite(res.log_likelihood) & (res.log_likelihood >= fence)
+    n = int(inside.sum())
+    target = float(candidate.thresholds.percentiles[0]) / 100.0
+    rate = float((res.severity[inside] > 0).mean()) if n else float("nan")
+    allowed = max(
+        cfg.alert_rate_tolerance * target,
+        RATE_CHECK_SIGMAS * np.sqrt(target * (1 - target) / max(n, 1)),
+    )
+    figures: dict[str, Any] = {
+        "holdout_rows": len(holdout),
+        "holdout_rows_inside_fence": n,
+        "target_alert_rate": target,
+        "candidate_alert_rate": rate,
+        "allowed_deviation": allowed,
+    }
+    kept = [holdout[i] for i in np.flatnonzero(inside)]
+    cand_mean = float(np.mean(feature_units_ll(cand, kept))) if kept else float("nan")
+    figures["candidate_mean_log_likelihood"] = cand_mean
+    if current is not None:
+        try:
+            cur_ll = feature_units_ll(Scorer(current, settings.features), kept)
+            cur_ll = cur_ll[np.isfinite(cur_ll)]
+            figures["current_version"] = current.version
+            figures["current_mean_log_likelihood"] = float(cur_ll.mean()) if cur_ll.size else None
+            figures["current_alert_rate"] = (
+                float((Scorer(current, settings.features).score(kept).severity > 0).mean())
+                if kept
+                else None
+            )
+        except DetectorError as exc:
+            figures["current_comparison_skipped"] = str(exc)
+    if n == 0:
+        return False, "no holdout rows to validate on", figures
+    if abs(rate - target) > allowed:
+        return (
+            False,
+            f"candidate alert rate {100 * rate:.2f}% on the holdout is outside target "
+            f"{100 * target:.2f}% +- {100 * allowed:.2f}%",
+            figures,
+        )
+    cur_mean = figures.get("current_mean_log_likelihood")
+    if cur_mean is not None and cand_mean < cur_mean - cfg.max_worse_margin:
+        return (
+            False,
+            f"candidate mean log-likelihood {cand_mean:.3f} on the holdout trails the current "
+            f"model's {cur_mean:.3f} by more than retrain.max_worse_margin = {cfg.max_worse_margin}",
+            figures,
+        )
+    return True, None, figures
+
+
+@contextmanager
+def retrain_lock(root: Path) -> Iterator[bool]:
+    """Non-blocking: yields False when another retrainer holds the registry."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".retrain.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def retrain_once(
+    settings: Settings,
+    *,
+    registry: ModelRegistry | None = None,
+    metrics: RetrainMetrics | None = None,
+    window: list[SampleRow] | None = None,
+) -> RetrainOutcome:
+    """One run of the job; never raises for an expected outcome."""
+    registry = registry or ModelRegistry(settings.registry)
+    metrics = metrics or RetrainMetrics()
+    started = time.perf_counter()
+    with retrain_lock(registry.root) as acquired:
+        if not acquired:
+            outcome = RetrainOutcome("busy", reason="another retrain holds the registry lock")
+        else:
+            outcome = _run(settings, registry, window)
+    took = time.perf_counter() - started
+    outcome.figures["duration_s"] = took
+    metrics.runs.labels(outcome.outcome).inc()
+    metrics.duration.set(took)
+    if outcome.outcome == "refused" and outcome.figures.get("refusal"):
+        metrics.refusals.labels(outcome.figures["refusal"]).inc()
+    for k, v in outcome.figures.get("validation", {}).items():
+        if isinstance(v, int | float) and v is not None and np.isfinite(v):
+            metrics.validation.labels(k).set(v)
+    if "window_rows" in outcome.figures:
+        metrics.window_size.set(outcome.figures["window_rows"])
+    log.info("retrain %s%s", outcome.outcome, f": {outcome.reason}" if outcome.reason else "")
+    return outcome
+
+
+def _run(
+    settings: Settings, registry: ModelRegistry, window: list[SampleRow] | None
+) -> RetrainOutcome:
+    try:
+        current = registry.load() if registry.current() else None
+    except (RegistryError, DetectorError) as exc:
+        log.warning("current model not loadable (%s); validating without comparison", exc)
+        current = None
+    rows = read_window(settings) if window is None else window
+    figures: dict[str, Any] = {"window_rows": len(rows)}
+    features = settings.features
+    if current is not None:
+        # Keep the feature set of the model in service; categories are learned afresh.
+        features = features.model_copy(
+            update={
+                "numeric": list(current.spec.numeric),
+                "categorical": list(current.spec.categorical),
+            }
+        )
+    run_settings = settings.model_copy(update={"features": features})
+    names = (
+        tuple(current.spec.features)
+        if current is not None
+        else tuple(rows[0].values)
+        if rows
+        else ()
+    )
+    try:
+        check_window(rows, run_settings, names)
+    except RetrainRefused as exc:
+        figures["refusal"] = exc.reason
+        return RetrainOutcome("refused", reason=str(exc), figures=figures)
+    n_hold = max(1, round(len(rows) * settings.retrain.holdout_fraction))
+    fit_rows = [r.values for r in rows[:-n_hold]]
+    holdout = [r.values for r in rows[-n_hold:]]
+    figures["alerted_fraction"] = sum(r.alerted for r in rows) / len(rows)
+    try:
+        candidate, _, trimmed = fit_robust(fit_rows, run_settings)
+    except DetectorError as exc:
+        return RetrainOutcome("failed", reason=f"training failed: {exc}", figures=figures)
+    figures["trimmed_rows"] = trimmed
+    ok, reason, validation = validate(candidate, current, holdout, run_settings)
+    figures["validation"] = validation
+    candidate.summary["validation"] = {"passed": ok, "reason": reason, **validation}
+    candidate.summary["retrain"] = {k: v for k, v in figures.items() if k != "validation"}
+    if not ok:
+        version = registry.publish(candidate, promote=False, rejected_reason=reason)
+        return RetrainOutcome("rejected", version=version, reason=reason, figures=figures)
+    version = registry.publish(candidate, promote=True)
+    return RetrainOutcome("promoted", version=version, figures=figures)
