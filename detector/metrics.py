@@ -155,6 +155,11 @@ class ServiceMetrics:
         self.drift_events = Counter(
             "detector_drift_events_total", "Drift events raised.", ["test"], registry=r
         )
+        self.observer_errors = Counter(
+            "detector_observer_errors_total",
+            "Failures of batch observers (drift, sampling).",
+            registry=r,
+        )
         self.temporal_warmup = Counter(
             "detector_temporal_warmup_rows_total",
             "Rows scored on point-wise features only while an entity's temporal state warms up.",

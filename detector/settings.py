@@ -283,6 +283,12 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(
         30_000, ge=1_000, description="Producer/consumer request timeout."
     )
+    bootstrap_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        le=300_000,
+        description="How long a client tries to reach the cluster at start before the service backs off and retries.",
+    )
     reconnect_backoff_max_ms: int = Field(
         10_000, ge=50, description="Longest back-off between reconnect attempts."
     )

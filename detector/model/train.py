@@ -255,6 +255,14 @@ def train(
         },
         "calibration_mean_log_likelihood": float(cal_scores.mean()),
         "calibration_std_log_likelihood": float(cal_scores.std()),
+        # Winsorized at the most severe threshold: what the drift monitor compares with, so
+        # a few extreme anomalies cannot move the mean by themselves.
+        "calibration_winsorized_mean_log_likelihood": float(
+            np.maximum(cal_scores, thresholds.log_likelihood[-1]).mean()
+        ),
+        "calibration_winsorized_std_log_likelihood": float(
+            np.maximum(cal_scores, thresholds.log_likelihood[-1]).std()
+        ),
         "reference": reference_statistics(spec, fit_x),
         "libraries": library_versions(),
         "settings": {

@@ -54,6 +54,7 @@ def consumer_config(cfg: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "max_poll_interval_ms": cfg.max_poll_interval_ms,
         "request_timeout_ms": max(cfg.request_timeout_ms, cfg.session_timeout_ms + 5000),
         "reconnect_backoff_max_ms": cfg.reconnect_backoff_max_ms,
+        "bootstrap_timeout_ms": cfg.bootstrap_timeout_ms,
         **security_config(cfg),
     }
     conf.update(overrides)
@@ -68,6 +69,7 @@ def producer_config(cfg: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "linger_ms": cfg.linger_ms,
         "request_timeout_ms": cfg.request_timeout_ms,
         "reconnect_backoff_max_ms": cfg.reconnect_backoff_max_ms,
+        "bootstrap_timeout_ms": cfg.bootstrap_timeout_ms,
         **security_config(cfg),
     }
     if cfg.compression_type != "none":

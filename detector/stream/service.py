@@ -270,7 +270,12 @@ class DetectorService:
             futures = self._publish(scored_batch)
         with self._stage("observe"):
             for observer in self.observers:
-                futures.extend(observer(scored_batch, self._producer))
+                try:
+                    futures.extend(observer(scored_batch, self._producer))
+                except Exception:
+                    # Drift and sampling are advisory: a failure there must not stop scoring.
+                    self.metrics.observer_errors.inc()
+                    log.exception("batch observer %r failed; scoring continues", observer)
         offsets: dict[TopicPartition, int] = {}
         for rec in batch:  # records of a partition arrive in offset order
             offsets[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1

@@ -319,7 +319,7 @@ def test_sigterm_exits_cleanly_with_everything_processed_committed(broker, tmp_p
 def test_broker_down_at_start_is_not_ready_and_does_not_crash(tmp_path: Path) -> None:
     # Given a service pointed at a port where no broker listens
     settings = settings_for_test(
-        "127.0.0.1:1", tmp_path / "models", kafka={"request_timeout_ms": 2000}
+        "127.0.0.1:1", tmp_path / "models", kafka={"request_timeout_ms": 2000, "bootstrap_timeout_ms": 1000}
     )
     train_and_publish(settings)
     from detector.health import HealthServer
