@@ -429,9 +429,9 @@ class RetrainSettings(_Section):
         description="Candidate's warning alert rate on the holdout must be within target * (1 +- this).",
     )
     max_worse_margin: float = Field(
-        0.0,
+        0.05,
         ge=0.0,
-        description="Candidate's mean log-likelihood on the holdout may trail the current model's by at most this (nats).",
+        description="Candidate's mean log-likelihood on the holdout may trail the current model's by at most this (nats per event; 0.05 is about 5% lower average density, the estimation noise between two equally good fits).",
     )
     poll_timeout_s: float = Field(
         5.0,

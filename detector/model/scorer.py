@@ -115,7 +115,10 @@ class Scorer:
         pct = np.full(n, np.nan)
         thr = np.full((n, n_levels), np.nan)
         valid = batch.valid
-        x = self.bundle.scaler.transform(batch.matrix)  # NaN passes through
+        # sklearn refuses zero-row input; an empty batch simply has empty results.
+        x = (
+            self.bundle.scaler.transform(batch.matrix) if n else batch.matrix.copy()
+        )  # NaN passes through
         gaps = np.isnan(x)
         if self.impute:
             x[gaps] = 0.0  # the training mean, in standardized units
@@ -171,6 +174,8 @@ class Scorer:
         """Score and explain every valid row, alerting or not (for reports)."""
         batch = self.encoder.encode(rows)
         result = self.score_encoded(batch, rows)
+        if not rows:
+            return result
         x = self.bundle.scaler.transform(batch.matrix)
         gaps = np.isnan(x)
         self._explain(result, np.flatnonzero(batch.valid), x, gaps, batch.matrix, rows)

@@ -211,6 +211,7 @@ class DetectorService:
                     last_record = time.monotonic()
                     self._process(batch)
                 self._commit_ready()
+                self._evaluate_drift()
                 self._maybe_reload()
                 self._update_lag()
                 if max_events is not None and self.consumed >= max_events:
@@ -471,6 +472,15 @@ class DetectorService:
         self._swap_model(bundle)
         self.metrics.model_load_seconds.set(time.perf_counter() - started)
         self.metrics.model_reloads.labels("loaded").inc()
+
+    def _evaluate_drift(self) -> None:
+        # Every loop turn, idle ones included, so the verdict does not wait for traffic;
+        # the monitor rate-limits itself. Drift events are advisory: not tied to offsets.
+        try:
+            self.drift.evaluate(self._producer)
+        except Exception:
+            self.metrics.observer_errors.inc()
+            log.exception("drift evaluation failed; scoring continues")
 
     def _update_lag(self) -> None:
         now = time.monotonic()
