@@ -28,6 +28,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from threadpoolctl import threadpool_limits
 
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
 from detector.errors import BadEventError, DetectorError, ModelIntegrityError, RegistryError
@@ -159,6 +160,12 @@ class DetectorService:
         Kafka errors end the session and start a new one after a back-off (not ready
         meanwhile); nothing is committed that was not acknowledged.
         """
+        # One BLAS thread: batches are ~1000 x d, too small to gain from threads, and idle
+        # OpenBLAS workers spin on the cores the Kafka client (and often the broker) needs.
+        with threadpool_limits(limits=1):
+            self._serve(max_events, idle_timeout_s)
+
+    def _serve(self, max_events: int | None, idle_timeout_s: float | None) -> None:
         backoff = BACKOFF_START_S
         while not self.stopping:
             if self.scorer is None and not self._load_initial_model():

@@ -1,0 +1,549 @@
+"""Throughput, latency and memory of the service against the transport ceiling, one run.
+
+    python -m bench.throughput [--events 200000] [--reps 3] [--latency-s 20] [--soak-s 300]
+
+Modes, interleaved over repetitions on the same topic, each with a fresh consumer group:
+
+* ``limit``   bare kafka-python consume, same fetch settings, touching only the raw bytes;
+* ``naive``   the textbook loop: per event json.loads, scaler.transform(1 row),
+              score_samples(1 row), send an alert (on a prefix: it is slow);
+* ``service`` the real ``DetectorService`` end to end (decode, validate, score, alerts,
+              dead letters, commit after acknowledgement), in this process.
+
+Clocks start after each mode's first batch (group join excluded, reported apart). Ratios
+compare figures of the same repetition, since this machine is shared and noisy. Then the
+latency mode runs ``detector run`` as its own process, paces a producer at a steady rate
+with the produce time in each event, and a third party (a thread here, with its own
+consumer) times each alert's arrival; the service's RSS is sampled throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+from kafka import KafkaConsumer, KafkaProducer
+
+from detector.model.train import train
+from detector.registry.store import ModelRegistry
+from detector.settings import Settings, load_settings
+from detector.stream.broker import EmbeddedBroker
+from detector.stream.service import DetectorService, ScoredBatch
+
+RESULTS = Path(__file__).parent / "results"
+# Realistic names make realistic ~200-byte events (the baseline's size).
+FEATURE_NAMES = (
+    "temperature_c",
+    "vibration_mm_s",
+    "pressure_bar",
+    "flow_m3_h",
+    "motor_current_a",
+    "rpm",
+    "voltage_v",
+    "humidity_pct",
+)
+N_FEATURES = len(FEATURE_NAMES)
+# Same session timeout as the baseline: Tansu completes a join after half of it.
+SESSION_TIMEOUT_MS = 6000
+FETCH_MAX_WAIT_MS = 50
+MAX_POLL_RECORDS = 1000
+
+
+# -- data ---------------------------------------------------------------------------------
+def regimes(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 5, size=(3, N_FEATURES)) + 50
+    scales = rng.uniform(0.5, 2.0, size=(3, N_FEATURES))
+    return means, scales
+
+
+def sample(n: int, seed: int, anomaly_rate: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    means, scales = regimes()
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, n)
+    x = means[z] + rng.normal(size=(n, N_FEATURES)) * scales[z]
+    anomalous = rng.random(n) < anomaly_rate
+    k = int(anomalous.sum())
+    x[anomalous, rng.integers(0, N_FEATURES, k)] += (
+        rng.choice([-1, 1], k) * 10 * scales[z[anomalous], 0]
+    )
+    return x, anomalous
+
+
+def encode_events(x: np.ndarray, start_ms: int) -> list[bytes]:
+    names = FEATURE_NAMES
+    return [
+        orjson.dumps(
+            {
+                "entity": f"sensor-{i % 500:04d}",
+                "ts": start_ms + i,
+                "values": dict(zip(names, np.round(r, 4).tolist(), strict=True)),
+            }
+        )
+        for i, r in enumerate(x)
+    ]
+
+
+# -- modes --------------------------------------------------------------------------------
+def cpu_s(pid: int | None = None) -> float:
+    t = psutil.Process(pid).cpu_times() if pid else psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def consumer_for(bootstrap: str, topic: str) -> KafkaConsumer:
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=MAX_POLL_RECORDS,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
+    )
+    c.subscribe([topic])
+    return c
+
+
+def run_limit(bootstrap: str, topic: str, n: int, broker_pid: int) -> dict[str, Any]:
+    consumer = consumer_for(bootstrap, topic)
+    subscribed = time.perf_counter()
+    seen = touched = 0
+    first = None
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500).values():
+            for rec in records:
+                touched += len(rec.value)
+            seen += len(records)
+        if first is None and seen:
+            first = (time.perf_counter(), seen, cpu_s(), cpu_s(broker_pid))
+    end = time.perf_counter()
+    consumer.close()
+    assert first is not None
+    return _figures("limit", n, subscribed, first, end, cpu_s(), cpu_s(broker_pid))
+
+
+def run_naive(
+    settings: Settings, bootstrap: str, topic: str, n: int, broker_pid: int
+) -> dict[str, Any]:
+    bundle = ModelRegistry(settings.registry).load()
+    names = bundle.spec.numeric
+    thr = float(bundle.thresholds.log_likelihood[0])
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    consumer = consumer_for(bootstrap, topic)
+    subscribed = time.perf_counter()
+    seen = alerts = 0
+    first = None
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500).values():
+            for rec in records:
+                if seen >= n:
+                    break
+                event = json.loads(rec.value)
+                row = np.array([[event["values"][f] for f in names]])
+                ll = bundle.mixture.score_samples(bundle.scaler.transform(row))[0]
+                if ll < thr:
+                    producer.send(
+                        "bench-naive-alerts",
+                        json.dumps({"entity": event["entity"], "ll": ll}).encode(),
+                    )
+                    alerts += 1
+                seen += 1
+        if first is None and seen:
+            first = (time.perf_counter(), seen, cpu_s(), cpu_s(broker_pid))
+        if seen:
+            consumer.commit()
+    producer.flush()
+    end = time.perf_counter()
+    consumer.close()
+    producer.close()
+    assert first is not None
+    out = _figures("naive", n, subscribed, first, end, cpu_s(), cpu_s(broker_pid))
+    out["alerts"] = alerts
+    return out
+
+
+def run_service(settings: Settings, n: int, broker_pid: int) -> dict[str, Any]:
+    run_settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "group_id": f"bench-{uuid.uuid4().hex[:8]}",
+                    "alerts_topic": f"bench-alerts-{uuid.uuid4().hex[:6]}",
+                }
+            )
+        }
+    )
+    marks: dict[str, Any] = {}
+
+    def first_batch(sb: ScoredBatch, producer: Any) -> list[Any]:
+        if "first" not in marks:
+            marks["first"] = (time.perf_counter(), len(sb.records), cpu_s(), cpu_s(broker_pid))
+        return []
+
+    service = DetectorService(run_settings, observers=[first_batch])
+    subscribed = time.perf_counter()
+    service.run(max_events=n)
+    end = time.perf_counter()
+    out = _figures("service", n, subscribed, marks["first"], end, cpu_s(), cpu_s(broker_pid))
+    m = service.metrics
+    out["alerts"] = int(
+        sum(m.alerts.labels(s)._value.get() for s in service.scorer.thresholds.names)
+    )  # type: ignore[union-attr]
+    out["dead_letters"] = int(m.events.labels("dead_lettered")._value.get())
+    out["stages_us_per_event"] = {k: 1e6 * v / n for k, v in sorted(service.stage_seconds.items())}
+    return out
+
+
+def _figures(
+    mode: str,
+    n: int,
+    subscribed: float,
+    first: tuple[float, int, float, float],
+    end: float,
+    cpu_end: float,
+    broker_end: float,
+) -> dict[str, Any]:
+    t0, n0, cpu0, broker0 = first
+    events = n - n0
+    wall = end - t0
+    return {
+        "mode": mode,
+        "events": n,
+        "events_per_s": events / wall,
+        "wall_us_per_event": 1e6 * wall / events,
+        "client_cpu_us_per_event": 1e6 * (cpu_end - cpu0) / events,
+        "broker_cpu_us_per_event": 1e6 * (broker_end - broker0) / events,
+        "join_s": t0 - subscribed,
+    }
+
+
+# -- latency and memory -------------------------------------------------------------------
+def run_latency(
+    settings: Settings, bootstrap: str, rate: float, duration_s: float, warmup_s: float = 2.0
+) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    topic, alerts_topic = f"lat-events-{tag}", f"lat-alerts-{tag}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+    env.update(
+        {
+            "DETECTOR_REGISTRY__PATH": str(settings.registry.path),
+            "DETECTOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "DETECTOR_KAFKA__INPUT_TOPIC": topic,
+            "DETECTOR_KAFKA__ALERTS_TOPIC": alerts_topic,
+            "DETECTOR_KAFKA__GROUP_ID": f"lat-{tag}",
+            "DETECTOR_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "DETECTOR_KAFKA__AUTO_OFFSET_RESET": "latest",
+            "DETECTOR_SERVICE__METRICS_PORT": "0",
+            "DETECTOR_SERVICE__LOG_LEVEL": "WARNING",
+        }
+    )
+    warm = KafkaProducer(bootstrap_servers=bootstrap)
+    warm.send(topic, b"{}")  # create the topics before the service subscribes
+    warm.send(alerts_topic, b"{}")
+    warm.flush()
+    warm.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ps = psutil.Process(proc.pid)
+    latencies: list[tuple[float, float]] = []  # (produced ms, latency ms)
+    stop = threading.Event()
+
+    def read_alerts() -> None:
+        c = KafkaConsumer(
+            alerts_topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+            group_id=None,
+        )
+        while not stop.is_set():
+            for records in c.poll(timeout_ms=100).values():
+                now_ms = time.time() * 1000.0
+                for rec in records:
+                    try:
+                        a = orjson.loads(rec.value)
+                        produced_ms = datetime.fromisoformat(a["event_time"]).timestamp() * 1000.0
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        continue
+                    latencies.append((produced_ms, now_ms - produced_ms))
+        c.close()
+
+    reader = threading.Thread(target=read_alerts, daemon=True)
+    reader.start()
+    time.sleep(
+        SESSION_TIMEOUT_MS / 1000.0
+    )  # the service joins its group (half the timeout on Tansu)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    x, _ = sample(int(rate * duration_s) + 1, seed=99, anomaly_rate=0.01)
+    names = FEATURE_NAMES
+    rss: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    next_rss = start
+    measured_from_ms = time.time() * 1000.0 + warmup_s * 1000.0
+    sent = 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= duration_s:
+            break
+        due = int(elapsed * rate)
+        while sent < due:
+            now_ms = int(time.time() * 1000)
+            row = dict(zip(names, np.round(x[sent], 4).tolist(), strict=True))
+            producer.send(
+                topic,
+                orjson.dumps({"entity": f"sensor-{sent % 500:04d}", "ts": now_ms, "values": row}),
+            )
+            sent += 1
+        if time.perf_counter() >= next_rss:
+            rss.append((time.perf_counter() - start, ps.memory_info().rss / 2**20))
+            next_rss += 1.0
+        time.sleep(0.001)
+    producer.flush()
+    time.sleep(2.0)
+    peak_mb = max(r for _, r in rss) if rss else None
+    stop.set()
+    reader.join(5)
+    proc.terminate()
+    proc.wait(30)
+    # Alerts of events produced in the first warmup_s seconds are excluded (connection warm-up).
+    kept = np.array(
+        [lat for produced, lat in latencies if produced >= measured_from_ms], dtype=float
+    )
+    return {
+        "rate_events_per_s": rate,
+        "duration_s": duration_s,
+        "events_sent": sent,
+        "achieved_events_per_s": sent / duration_s,
+        "alerts_measured": int(kept.size),
+        "p50_ms": float(np.percentile(kept, 50)) if kept.size else None,
+        "p90_ms": float(np.percentile(kept, 90)) if kept.size else None,
+        "p99_ms": float(np.percentile(kept, 99)) if kept.size else None,
+        "max_ms": float(kept.max()) if kept.size else None,
+        "rss_mb": rss,
+        "peak_rss_mb": peak_mb,
+        "rss_mb_at_60s": next((r for t, r in rss if t >= 60), None),
+        "rss_mb_at_300s": next((r for t, r in rss if t >= 300), None),
+        "rss_mb_first_10s_max": max((r for t, r in rss if t <= 10), default=None),
+        "rss_mb_last": rss[-1][1] if rss else None,
+    }
+
+
+# -- report -------------------------------------------------------------------------------
+def environment(broker: EmbeddedBroker | None) -> dict[str, Any]:
+    import kafka
+    import sklearn
+
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"nproc={os.cpu_count()}, CPU {cpu}, load {os.getloadavg()}, {platform.platform()}",
+        "python": platform.python_version(),
+        "libraries": {
+            "kafka-python": kafka.__version__,
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+            "orjson": orjson.__version__,
+            "crc32c": _crc32c(),
+        },
+        "broker": "embedded Tansu (memory storage, same 2 cores)" if broker else "external",
+    }
+
+
+def _crc32c() -> str:
+    try:
+        import crc32c
+
+        return str(getattr(crc32c, "__version__", "installed"))
+    except ImportError:
+        return "missing: pure-Python CRC32C (about 4x slower consume)"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"# Service benchmark, {env['date']}",
+        "",
+        f"- machine: {env['machine']}",
+        f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()),
+        f"- broker: {env['broker']}; topic of {report['events']:,} JSON events (~{report['mean_event_bytes']:.0f} B, 8 features, ~1% anomalies), 3 partitions",
+        f"- consumer: max_poll_records={MAX_POLL_RECORDS}, fetch_max_wait_ms={FETCH_MAX_WAIT_MS}; naive on a prefix of {report['naive_events']:,} events",
+        "",
+        "| rep | mode | events/s | x limit (same rep) | wall us/ev | client CPU us/ev | broker CPU us/ev | alerts | join s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rep in report["reps"]:
+        limit = rep["limit"]["events_per_s"]
+        for mode in ("limit", "naive", "service"):
+            f = rep[mode]
+            lines.append(
+                f"| {rep['rep']} | {mode} | {f['events_per_s']:,.0f} | {f['events_per_s'] / limit:.2f} | {f['wall_us_per_event']:.1f} | "
+                f"{f['client_cpu_us_per_event']:.1f} | {f['broker_cpu_us_per_event']:.1f} | {f.get('alerts', 0):,} | {f['join_s']:.1f} |"
+            )
+    r = report["ratios"]
+    lines += [
+        "",
+        f"**service / limit = {r['service_over_limit_median']:.2f}** (per rep: {', '.join(f'{v:.2f}' for v in r['service_over_limit'])}; target >= 0.6)  ",
+        f"**service / naive = {r['service_over_naive_median']:.1f}x** (per rep: {', '.join(f'{v:.1f}' for v in r['service_over_naive'])}; target >= 20)",
+        "",
+        "Where the service's time goes (us per event, median over reps; `poll` includes fetching and record decoding):",
+        "",
+        "| stage | us/event |",
+        "|---|---:|",
+    ]
+    for stage, us in report["service_stages_us_per_event"].items():
+        lines.append(f"| {stage} | {us:.2f} |")
+    lat = report.get("latency")
+    if lat:
+        lines += [
+            "",
+            f"Latency: producer paced at {lat['rate_events_per_s']:,.0f} ev/s for {lat['duration_s']:.0f} s (achieved {lat['achieved_events_per_s']:,.0f}), "
+            f"`detector run` in its own process, produce-to-alert-received over {lat['alerts_measured']} alerts:",
+            "",
+            "| p50 ms | p90 ms | p99 ms | max ms | service peak RSS MB | RSS at 60 s | RSS at 300 s | RSS last |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])} | {_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(lat['peak_rss_mb'])} | "
+            f"{_f(lat['rss_mb_at_60s'])} | {_f(lat['rss_mb_at_300s'])} | {_f(lat['rss_mb_last'])} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--naive-events", type=int, default=20_000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--latency-s", type=float, default=20.0, help="latency mode duration (0 = skip)"
+    )
+    ap.add_argument(
+        "--soak-s",
+        type=float,
+        default=300.0,
+        help="keep the latency load this long for the RSS check (0 = only --latency-s)",
+    )
+    ap.add_argument("--rate", type=float, default=5000.0)
+    ap.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    broker = None if args.bootstrap else EmbeddedBroker().start()
+    bootstrap = args.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
+    broker_pid = broker.pid if broker else os.getpid()
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="detector-bench-"))
+        topic = f"bench-events-{uuid.uuid4().hex[:6]}"
+        settings = load_settings(
+            overrides={
+                "registry": {"path": str(workdir / "models")},
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "input_topic": topic,
+                    "session_timeout_ms": SESSION_TIMEOUT_MS,
+                },
+                "service": {"metrics_port": 0, "log_level": "WARNING"},
+            },
+            environ={},
+        )
+        print("training the model on 50,000 normal rows ...", flush=True)
+        xt, _ = sample(50_000, seed=1)
+        names = FEATURE_NAMES
+        ModelRegistry(settings.registry).publish(
+            train([dict(zip(names, r, strict=True)) for r in xt.tolist()], settings)
+        )
+        print(f"producing {args.events:,} events to {topic} (3 partitions) ...", flush=True)
+        if broker:
+            broker.create_topics([topic], partitions=3)
+        x, _ = sample(args.events, seed=2, anomaly_rate=0.01)
+        raws = encode_events(x, 1_795_000_000_000)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+        for i, raw in enumerate(raws):
+            producer.send(topic, raw, partition=i % 3)
+        producer.flush()
+        producer.close()
+        reps = []
+        for rep in range(1, args.reps + 1):
+            figures: dict[str, Any] = {"rep": rep}
+            for mode in ("limit", "naive", "service"):
+                if mode == "limit":
+                    figures[mode] = run_limit(bootstrap, topic, args.events, broker_pid)
+                elif mode == "naive":
+                    figures[mode] = run_naive(
+                        settings, bootstrap, topic, args.naive_events, broker_pid
+                    )
+                else:
+                    figures[mode] = run_service(settings, args.events, broker_pid)
+                print(
+                    f"rep {rep} {mode:8s} {figures[mode]['events_per_s']:>10,.0f} ev/s", flush=True
+                )
+            reps.append(figures)
+        s_l = [r["service"]["events_per_s"] / r["limit"]["events_per_s"] for r in reps]
+        s_n = [r["service"]["events_per_s"] / r["naive"]["events_per_s"] for r in reps]
+        stage_names = sorted({k for r in reps for k in r["service"]["stages_us_per_event"]})
+        report: dict[str, Any] = {
+            "environment": environment(broker),
+            "events": args.events,
+            "naive_events": args.naive_events,
+            "mean_event_bytes": float(np.mean([len(r) for r in raws])),
+            "reps": reps,
+            "ratios": {
+                "service_over_limit": s_l,
+                "service_over_naive": s_n,
+                "service_over_limit_median": statistics.median(s_l),
+                "service_over_naive_median": statistics.median(s_n),
+            },
+            "service_stages_us_per_event": {
+                k: statistics.median(r["service"]["stages_us_per_event"].get(k, 0.0) for r in reps)
+                for k in stage_names
+            },
+        }
+        if args.latency_s > 0:
+            duration = max(args.latency_s, args.soak_s)
+            print(f"latency mode: {args.rate:,.0f} ev/s for {duration:.0f} s ...", flush=True)
+            report["latency"] = run_latency(settings, bootstrap, args.rate, duration)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (args.out / f"throughput-{stamp}.json").write_text(json.dumps(report, indent=2))
+        md = markdown(report)
+        (args.out / f"throughput-{stamp}.md").write_text(md)
+        (args.out / "throughput-latest.md").write_text(md)
+        print(md)
+    finally:
+        if broker:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
