@@ -46,6 +46,16 @@ def parse_time_ms(value: Any, key: str) -> int:
     raise BadEventError("bad_value", f"{key} = {value!r}: expected ISO 8601 or epoch milliseconds")
 
 
+@dataclass(slots=True)
+class ParsedBatch:
+    """A batch of records, parsed; rows in ``errors`` are not events."""
+
+    values: list[dict[str, Any]]  # aligned with the input records; {} where errors[i]
+    entities: list[str | None]
+    event_times_ms: list[int | None]
+    errors: dict[int, tuple[str, str]]
+
+
 class EventParser:
     """Parses and validates records with one event configuration."""
 
@@ -68,6 +78,53 @@ class EventParser:
         except orjson.JSONDecodeError as exc:
             raise BadEventError("invalid_json", f"not valid JSON: {exc}") from None
         return self.from_object(obj)
+
+    def parse_batch(self, raws: list[bytes | None]) -> ParsedBatch:
+        """Parse a poll batch. Same results as ``parse`` record by record, much cheaper.
+
+        The fast path is a few C-level passes over the batch; any batch holding something
+        unusual (an empty or oversize record, bad JSON, a non-object, string timestamps)
+        takes the record-by-record path for the rows that need it.
+        """
+        vk, ek, tk = self.values_key, self.entity_key, self.time_key
+        if not all(raws) or max(map(len, raws)) > self.max_bytes:  # type: ignore[arg-type]
+            return self._parse_each(raws)
+        loads = orjson.loads
+        try:
+            objs = [loads(r) for r in raws]  # type: ignore[arg-type]
+        except orjson.JSONDecodeError:
+            return self._parse_each(raws)
+        if set(map(type, objs)) != {dict}:
+            return self._parse_each(raws)
+        values = [o.get(vk) for o in objs] if vk is not None else objs
+        times = [o.get(tk) for o in objs]
+        if set(map(type, values)) != {dict} or not set(map(type, times)) <= {int, type(None)}:
+            return self._parse_each(raws)
+        cutoff = _EPOCH_MS_CUTOFF
+        return ParsedBatch(
+            values=values,
+            entities=[
+                None if (e := o.get(ek)) is None else e if type(e) is str else str(e) for o in objs
+            ],
+            event_times_ms=[t if t is None or abs(t) >= cutoff else t * 1000 for t in times],
+            errors={},
+        )
+
+    def _parse_each(self, raws: list[bytes | None]) -> ParsedBatch:
+        out = ParsedBatch([], [], [], {})
+        for i, raw in enumerate(raws):
+            try:
+                event = self.parse(raw)
+            except BadEventError as exc:
+                out.errors[i] = (exc.reason, exc.message)
+                out.values.append({})
+                out.entities.append(None)
+                out.event_times_ms.append(None)
+                continue
+            out.values.append(event.values)
+            out.entities.append(event.entity)
+            out.event_times_ms.append(event.event_time_ms)
+        return out
 
     def from_object(self, obj: Any) -> Event:
         if not isinstance(obj, dict):

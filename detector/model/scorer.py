@@ -77,6 +77,7 @@ class Scorer:
         self.bundle = bundle
         self.version = bundle.version
         self.spec = bundle.spec
+        self._features = bundle.spec.features
         self.encoder = FeatureEncoder(bundle.spec, features or FeatureSettings())
         self.impute = self.encoder.missing_policy == "impute"
         self.top_k = (thresholds or ThresholdSettings()).top_features
@@ -205,10 +206,13 @@ class Scorer:
         raw: np.ndarray,
         rows: Sequence[Mapping[str, Any]] | None,
     ) -> None:
-        features = self.spec.features
-        patterns, inverse = np.unique(gaps[which], axis=0, return_inverse=True)
-        for p, pattern in enumerate(patterns):
-            idx = which[inverse.ravel() == p]
+        features = self._features
+        if not gaps[which].any():  # the usual case: one pattern, np.unique(axis=0) is slow
+            groups: list[tuple[np.ndarray, np.ndarray]] = [(gaps[which[0]], which)]
+        else:
+            patterns, inverse = np.unique(gaps[which], axis=0, return_inverse=True)
+            groups = [(pattern, which[inverse.ravel() == p]) for p, pattern in enumerate(patterns)]
+        for pattern, idx in groups:
             present = np.flatnonzero(~pattern)
             mixture = self.mixture if present.size == x.shape[1] else self._marginal(present)[0]
             with np.errstate(over="ignore", invalid="ignore"):
@@ -230,7 +234,7 @@ class Scorer:
     def _value(
         self, rows: Sequence[Mapping[str, Any]] | None, raw: np.ndarray, i: int, f: int
     ) -> Any:
-        name = self.spec.features[f]
+        name = self._features[f]
         if rows is not None:
             return rows[i].get(name)
         if f < len(self.spec.numeric):

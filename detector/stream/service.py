@@ -31,7 +31,7 @@ from kafka.structs import OffsetAndMetadata
 from threadpoolctl import threadpool_limits
 
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
-from detector.errors import BadEventError, DetectorError, ModelIntegrityError, RegistryError
+from detector.errors import DetectorError, ModelIntegrityError, RegistryError
 from detector.events import EventParser
 from detector.health import HealthState
 from detector.metrics import ServiceMetrics
@@ -141,6 +141,8 @@ class DetectorService:
         self._next_reload = 0.0
         self._next_lag = 0.0
         self._pending: deque[Pending] = deque()
+        self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
+        self._next_commit = 0.0
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self.consumed = 0
@@ -198,6 +200,7 @@ class DetectorService:
     def _session(self, max_events: int | None, idle_timeout_s: float | None) -> bool:
         cfg = self.settings.kafka
         self._pending.clear()
+        self._acked = {}
         self._producer = make_producer(cfg)
         self._consumer = make_consumer(cfg)
         try:
@@ -292,25 +295,28 @@ class DetectorService:
             self._wait_oldest()
 
     def _parse(self, batch: list[ConsumerRecord]) -> ScoredBatch:
-        parse = self.parser.parse
-        index: list[int] = []
-        values: list[dict[str, Any]] = []
-        entities: list[str | None] = []
-        times: list[int] = []
-        dead: list[tuple[int, str, str]] = []
-        for pos, rec in enumerate(batch):
-            try:
-                event = parse(rec.value)
-            except BadEventError as exc:
-                dead.append((pos, exc.reason, exc.message))
-                continue
-            index.append(pos)
-            values.append(event.values)
-            entities.append(event.entity)
-            times.append(event.event_time_ms if event.event_time_ms is not None else rec.timestamp)
+        parsed = self.parser.parse_batch([rec.value for rec in batch])
+        times = [
+            t if t is not None else rec.timestamp
+            for t, rec in zip(parsed.event_times_ms, batch, strict=True)
+        ]
         assert self.scorer is not None
+        if not parsed.errors:  # the common case: every record is an event
+            index = list(range(len(batch)))
+            return ScoredBatch(
+                batch, index, parsed.entities, times, parsed.values, _EMPTY, self.scorer.version
+            )
+        index = [i for i in range(len(batch)) if i not in parsed.errors]
+        dead = [(pos, reason, message) for pos, (reason, message) in parsed.errors.items()]
         return ScoredBatch(
-            batch, index, entities, times, values, _EMPTY, self.scorer.version, dead_letters=dead
+            batch,
+            index,
+            [parsed.entities[i] for i in index],
+            [times[i] for i in index],
+            [parsed.values[i] for i in index],
+            _EMPTY,
+            self.scorer.version,
+            dead_letters=dead,
         )
 
     def _publish(self, sb: ScoredBatch) -> list[Any]:
@@ -388,14 +394,20 @@ class DetectorService:
 
     # -- commits -----------------------------------------------------------------------
     def _commit_ready(self) -> None:
-        """Commit offsets of the leading batches whose sends are all acknowledged."""
-        ready: dict[TopicPartition, int] = {}
+        """Commit offsets of the leading batches whose sends are all acknowledged.
+
+        Rate-limited to ``commit_interval_ms``: each commit is a broker round trip, and a
+        commit that waits a few ms only widens what a crash would redeliver.
+        """
         while self._pending and self._pending[0].done():
             head = self._pending.popleft()
             head.raise_if_failed()
-            ready.update(head.offsets)
-        if ready:
-            self._commit(ready, sync=False)
+            self._acked.update(head.offsets)
+        now = time.monotonic()
+        if self._acked and now >= self._next_commit:
+            self._commit(self._acked, sync=False)
+            self._acked = {}
+            self._next_commit = now + self.settings.kafka.commit_interval_ms / 1000.0
 
     def _wait_oldest(self) -> None:
         head = self._pending[0]
@@ -410,7 +422,7 @@ class DetectorService:
             return
         with self._stage("drain"):
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
-            ready: dict[TopicPartition, int] = {}
+            ready, self._acked = self._acked, {}
             while self._pending:
                 head = self._pending.popleft()
                 if not head.done():
