@@ -142,8 +142,8 @@ class EventParser:
                     "not_an_object",
                     f"{self.values_key!r} must be an object, got {type(values).__name__}",
                 )
-        else:
-            values = obj
+        else:  # flat events: every key but the entity and the time is a candidate feature
+            values = {k: v for k, v in obj.items() if k != self.entity_key and k != self.time_key}
         entity = obj.get(self.entity_key)
         ts = obj.get(self.time_key)
         return Event(

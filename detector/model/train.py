@@ -190,7 +190,8 @@ def train(
     if not rows:
         raise TrainingError("no normal rows to train on")
     if spec is None:
-        spec = infer_spec(rows, settings.features)
+        label = settings.training.label_column
+        spec = infer_spec(rows, settings.features, exclude=[label] if label else [])
 
     batch = FeatureEncoder(spec, settings.features).encode(rows)
     usable = batch.valid & ~np.isnan(batch.matrix).any(axis=1)
