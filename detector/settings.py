@@ -31,6 +31,8 @@ ENV_PREFIX = "DETECTOR_"
 CONFIG_FILE_ENV = "DETECTOR_CONFIG"
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
+DriftTest = Literal["alert_rate", "mean_log_likelihood", "psi"]
+_DISTRIBUTION_TESTS: tuple[DriftTest, ...] = ("mean_log_likelihood", "psi")
 _ALL_COVARIANCE_TYPES: tuple[CovarianceType, ...] = ("full", "tied", "diag", "spherical")
 
 
@@ -441,6 +443,10 @@ class RetrainSettings(_Section):
         0.05,
         ge=0.0,
         description="Candidate's mean log-likelihood on the holdout may trail the current model's by at most this (nats per event; 0.05 is about 5% lower average density, the estimation noise between two equally good fits).",
+    )
+    trigger_tests: list[DriftTest] = Field(
+        default_factory=lambda: list(_DISTRIBUTION_TESTS),
+        description="Drift tests whose events start a run under --on-drift; the alert rate alone also rises when a few machines are faulty, which retraining does not fix.",
     )
     poll_timeout_s: float = Field(
         5.0,

@@ -175,3 +175,33 @@ def retrain(
         next_run = time.monotonic() + interval_s if interval_s else float("inf")
     if trigger is not None:
         trigger.close()
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", help="Use this Kafka cluster instead of the bundled broker."),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds of streaming.", min=5)
+    ] = 60.0,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Events per second (20 pumps).", min=20)
+    ] = 400.0,
+    out: Annotated[Path, typer.Option("--out", help="Parent folder of the run folder.")] = Path(
+        "runs"
+    ),
+    no_drift: Annotated[
+        bool, typer.Option("--no-drift", help="No fleet-wide shift (and so no retraining).")
+    ] = False,
+) -> None:
+    """Stream a simulated pump fleet through the real service on a real broker, live."""
+    from detector.demo.run import run_demo
+
+    with _errors():
+        settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
+    setup_logging(settings.service.log_format, "WARNING")
+    with _errors():
+        run_demo(settings, duration_s=duration, rate=rate, out_dir=out, with_drift=not no_drift)

@@ -8,8 +8,8 @@ Two observers of scored batches, each vectorized per batch:
 * ``DriftMonitor`` keeps the last ``window_events`` log-likelihoods, alert flags and
   feature values in ring buffers and tests them against the model's calibration:
   the alert rate (one-sided binomial test against the calibrated rate), the mean
-  log-likelihood winsorized at the most severe threshold (z-score against the
-  calibration rows' winsorized mean) and each numeric feature's
+  log-likelihood of the non-alerting events (z-score against the calibration rows that
+  do not alert) and each numeric feature's
   population stability index (PSI) against the training histogram. A test crossing its
   threshold logs once, sets a metric and publishes a drift event with the evidence.
 """
@@ -119,9 +119,8 @@ class DriftMonitor:
         self._head = 0
         summary = bundle.summary
         self._target_rate = float(bundle.thresholds.percentiles[0]) / 100.0
-        self._floor = float(bundle.thresholds.log_likelihood[-1])
-        self._cal_mean = float(summary["calibration_winsorized_mean_log_likelihood"])
-        self._cal_std = float(summary["calibration_winsorized_std_log_likelihood"]) or 1.0
+        self._cal_mean = float(summary["calibration_normal_mean_log_likelihood"])
+        self._cal_std = float(summary["calibration_normal_std_log_likelihood"]) or 1.0
         ref = summary.get("reference", {})
         self._edges = [np.asarray(ref[n]["bin_edges"]) for n in self._names]
         self._ref_counts = [np.asarray(ref[n]["bin_counts"], dtype=np.float64) for n in self._names]
@@ -152,10 +151,12 @@ class DriftMonitor:
         n = self._filled
         ll, alert, x = self._ll[:n], self._alert[:n], self._x[:n]
         k = int(alert.sum())
-        # Winsorized like the calibration mean: extreme anomalies are the alert test's job.
-        ll = np.maximum(ll, self._floor)
         p_value = float(binom.sf(k - 1, n, self._target_rate)) if n else 1.0
-        z = (float(ll.mean()) - self._cal_mean) / (self._cal_std / np.sqrt(n)) if n else 0.0
+        # Non-alerting rows only: faults alert and are the alert test's business; a drift
+        # moves the bulk of the distribution, which is what this test watches.
+        bulk = ll[~alert]
+        m = bulk.size
+        z = (float(bulk.mean()) - self._cal_mean) / (self._cal_std / np.sqrt(m)) if m else 0.0
         psis = {}
         for j, name in enumerate(self._names):
             col = x[:, j]
@@ -170,7 +171,7 @@ class DriftMonitor:
             "alert_rate": k / n if n else 0.0,
             "target_alert_rate": self._target_rate,
             "alert_rate_p_value": p_value,
-            "winsorized_mean_log_likelihood": float(ll.mean()) if n else None,
+            "non_alerting_mean_log_likelihood": float(bulk.mean()) if m else None,
             "calibration_mean_log_likelihood": self._cal_mean,
             "mean_log_likelihood_z": float(z),
             "psi": {k: float(v) for k, v in psis.items()},

@@ -95,14 +95,22 @@ def read_window(settings: Settings, now_ms: float | None = None) -> list[SampleR
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        # Read up to the moment the run started: a live service keeps appending samples, and
+        # end_offsets() is not reliable on every broker, so record timestamps mark the end.
+        started_ms = time.time() * 1000.0
+        caught_up: set[TopicPartition] = set()
         idle_since = time.monotonic()
-        while time.monotonic() - idle_since < cfg.poll_timeout_s:
+        while len(caught_up) < len(tps) and time.monotonic() - idle_since < cfg.poll_timeout_s:
             polled = consumer.poll(timeout_ms=200)
             if not polled:
                 continue
             idle_since = time.monotonic()
-            for records in polled.values():
+            for tp, records in polled.items():
                 for rec in records:
+                    if rec.timestamp >= started_ms:
+                        caught_up.add(tp)
+                        consumer.pause(tp)
+                        break
                     window.extend(_rows_of(rec.value, oldest_ms))
     finally:
         consumer.close()

@@ -24,6 +24,7 @@ class DriftTrigger:
             auto_offset_reset="latest",
         )
         self.consumer.subscribe([settings.kafka.drift_topic])
+        self.tests = set(settings.retrain.trigger_tests)
 
     def poll(self, timeout_s: float) -> bool:
         polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000))

@@ -9,7 +9,6 @@ Production runs real Apache Kafka: nothing here is used by ``detector run``.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import signal
 import socket
@@ -105,18 +104,9 @@ class EmbeddedBroker:
         )
 
     def create_topics(self, names: list[str], partitions: int = 1) -> None:
-        from kafka.admin import KafkaAdminClient, NewTopic
-        from kafka.errors import TopicAlreadyExistsError
+        from detector.stream.clients import ensure_topics
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        try:
-            for name in names:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    admin.create_topics(
-                        [NewTopic(name, num_partitions=partitions, replication_factor=1)]
-                    )
-        finally:
-            admin.close()
+        ensure_topics(self.bootstrap_servers, dict.fromkeys(names, partitions))
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

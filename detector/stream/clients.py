@@ -84,3 +84,19 @@ def make_consumer(cfg: KafkaSettings, **overrides: Any) -> KafkaConsumer:
 
 def make_producer(cfg: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**producer_config(cfg, **overrides))
+
+
+def ensure_topics(bootstrap_servers: str, partitions: dict[str, int], **security: Any) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    import contextlib
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, **security)
+    try:
+        for name, n in partitions.items():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)])
+    finally:
+        admin.close()

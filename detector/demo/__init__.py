@@ -1,0 +1,1 @@
+"""The live demo: a simulated pump fleet streamed through the real service."""
