@@ -76,5 +76,41 @@ def render_default_toml() -> str:
     return "\n".join(out) + "\n"
 
 
+def render_markdown_reference() -> str:
+    """The README's configuration reference: one table per section."""
+    out = []
+    for name, section_field in Settings.model_fields.items():
+        factory = section_field.default_factory
+        assert factory is not None
+        section: BaseModel = factory()  # type: ignore[call-arg]
+        out.append(f"\n**`[{name}]`**: {(type(section).__doc__ or '').strip()}\n")
+        out.append("| key | default | allowed | description |")
+        out.append("|---|---|---|---|")
+        for key, field in type(section).model_fields.items():
+            value = getattr(section, key)
+            shown = (
+                "(secret, unset)"
+                if isinstance(value, SecretStr)
+                or (value is None and "secret" in str(field.annotation).lower())
+                else _toml_value(value)
+                if value is not None
+                else "unset"
+            )
+            out.append(f"| `{key}` | `{shown}` | {_bounds(field) or '-'} | {field.description} |")
+    return "\n".join(out) + "\n"
+
+
+def _update_readme(path: Path) -> None:
+    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    text = path.read_text()
+    i, j = text.index(start) + len(start), text.index(end)
+    path.write_text(text[:i] + "\n" + render_markdown_reference() + text[j:])
+
+
 if __name__ == "__main__":
-    print(render_default_toml(), end="")
+    import sys
+
+    if "--readme" in sys.argv:
+        _update_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        print(render_default_toml(), end="")

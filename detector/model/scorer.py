@@ -82,6 +82,8 @@ class Scorer:
         self.impute = self.encoder.missing_policy == "impute"
         self.top_k = (thresholds or ThresholdSettings()).top_features
         self.mixture = Mixture.from_sklearn(bundle.mixture)
+        self._mean = np.asarray(bundle.scaler.mean_, dtype=np.float64)
+        self._scale_by = np.asarray(bundle.scaler.scale_, dtype=np.float64)
         self.thresholds = bundle.thresholds
         self._levels = dict(
             zip(bundle.thresholds.names, bundle.thresholds.percentiles, strict=True)
@@ -116,10 +118,7 @@ class Scorer:
         pct = np.full(n, np.nan)
         thr = np.full((n, n_levels), np.nan)
         valid = batch.valid
-        # sklearn refuses zero-row input; an empty batch simply has empty results.
-        x = (
-            self.bundle.scaler.transform(batch.matrix) if n else batch.matrix.copy()
-        )  # NaN passes through
+        x = self._scale(batch.matrix)  # NaN (missing) passes through
         gaps = np.isnan(x)
         if self.impute:
             x[gaps] = 0.0  # the training mean, in standardized units
@@ -175,14 +174,22 @@ class Scorer:
         """Score and explain every valid row, alerting or not (for reports)."""
         batch = self.encoder.encode(rows)
         result = self.score_encoded(batch, rows)
-        if not rows:
-            return result
-        x = self.bundle.scaler.transform(batch.matrix)
+        x = self._scale(batch.matrix)
         gaps = np.isnan(x)
         self._explain(result, np.flatnonzero(batch.valid), x, gaps, batch.matrix, rows)
         return result
 
     # -- internals -----------------------------------------------------------------------
+    def _scale(self, matrix: np.ndarray) -> np.ndarray:
+        """The persisted StandardScaler's transform, row-wise tolerant.
+
+        Same arithmetic as ``StandardScaler.transform``; done here because sklearn checks
+        the whole batch for infinities and would refuse 999 good rows for one bad one
+        (which is already an error row), and NaN (missing) must pass through.
+        """
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (matrix - self._mean) / self._scale_by
+
     def _marginal(self, present: np.ndarray) -> tuple[Mixture, Thresholds]:
         key = present.tobytes()
         hit = self._patterns.get(key)
