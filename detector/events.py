@@ -87,7 +87,7 @@ class EventParser:
         takes the record-by-record path for the rows that need it.
         """
         vk, ek, tk = self.values_key, self.entity_key, self.time_key
-        if not all(raws) or max(map(len, raws)) > self.max_bytes:  # type: ignore[arg-type]
+        if not all(raws) or max(map(len, raws), default=0) > self.max_bytes:  # type: ignore[arg-type]
             return self._parse_each(raws)
         loads = orjson.loads
         try:

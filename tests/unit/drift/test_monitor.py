@@ -1,0 +1,62 @@
+"""Drift statistics: quiet on normal data, firing on a shift, PSI arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.drift.monitor import DriftMonitor, psi
+from detector.metrics import ServiceMetrics
+from detector.model.scorer import Scorer
+from detector.settings import DriftSettings, KafkaSettings
+from detector.stream.service import ScoredBatch
+from tests.unit.conftest import as_rows, mixture_sample
+
+
+def feed(monitor: DriftMonitor, scorer: Scorer, x: np.ndarray, batch: int = 500) -> None:
+    for start in range(0, len(x), batch):
+        rows = as_rows(x[start : start + batch])
+        result = scorer.score(rows)
+        n = len(rows)
+        sb = ScoredBatch(
+            [None] * n, list(range(n)), ["e"] * n, [0] * n, rows, result, scorer.version
+        )
+        monitor.observe(sb, scorer)
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_a_shift() -> None:
+    ref = np.array([100.0, 100, 100, 100])
+    assert psi(ref, ref) == 0.0
+    assert psi(ref, np.array([10.0, 40, 150, 200])) > 0.25
+
+
+def test_quiet_on_normal_data_and_fires_once_on_a_shift(big_bundle) -> None:
+    scorer = Scorer(big_bundle)
+    monitor = DriftMonitor(
+        DriftSettings(window_events=5000, min_window_events=2000), KafkaSettings(), ServiceMetrics()
+    )
+    # Given 10,000 normal events: no test fires
+    feed(monitor, scorer, mixture_sample(10_000, seed=40))
+    assert monitor.evaluate(None, now=1.0) == []
+    assert not any(monitor.firing.values()), monitor.last
+    assert abs(monitor.last["alert_rate"] - 0.01) < 0.005
+    # When every feature shifts by 1.5 standard deviations
+    feed(monitor, scorer, mixture_sample(5_000, seed=41) + 1.5)
+    monitor.evaluate(None, now=10.0)
+    # Then the alert-rate, mean log-likelihood and PSI tests all fire, each raising one event
+    assert monitor.firing == {"alert_rate": True, "mean_log_likelihood": True, "psi": True}
+    assert {e["test"] for e in monitor.events} == {"alert_rate", "mean_log_likelihood", "psi"}
+    monitor.evaluate(None, now=20.0)
+    assert len(monitor.events) == 3  # still firing: no repeated events
+
+
+def test_a_few_extreme_anomalies_are_not_a_distribution_drift(big_bundle) -> None:
+    scorer = Scorer(big_bundle)
+    monitor = DriftMonitor(
+        DriftSettings(window_events=5000, min_window_events=2000), KafkaSettings(), ServiceMetrics()
+    )
+    x = mixture_sample(5_000, seed=42)
+    x[::50, 0] += 40.0  # 2% far-out faults
+    feed(monitor, scorer, x)
+    monitor.evaluate(None, now=1.0)
+    assert monitor.firing["alert_rate"] is True
+    assert monitor.firing["mean_log_likelihood"] is False and monitor.firing["psi"] is False

@@ -1,0 +1,64 @@
+"""Alert ids, the alert document against its schema, and the per-entity cooldown."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import jsonschema
+import numpy as np
+
+from detector.model.scorer import Scorer
+from detector.stream.alerts import Cooldown, Source, alert_id, build_alert
+from tests.unit.conftest import as_rows, mixture_sample
+
+SCHEMA = json.loads(resources.files("detector").joinpath("schemas/alert.schema.json").read_text())
+
+
+def test_alert_id_depends_only_on_the_source_position() -> None:
+    assert alert_id("events", 2, 41) == alert_id("events", 2, 41)
+    assert (
+        len(
+            {
+                alert_id("events", 2, 41),
+                alert_id("events", 2, 42),
+                alert_id("events", 1, 41),
+                alert_id("other", 2, 41),
+            }
+        )
+        == 4
+    )
+
+
+def test_alert_document_follows_the_schema(small_bundle) -> None:
+    x = mixture_sample(1, seed=30)
+    x[0, 0] += 15
+    rows = as_rows(x)
+    del rows[0]["d"]
+    scorer = Scorer(small_bundle)
+    result = scorer.score(rows)
+    doc = build_alert(
+        result,
+        0,
+        source=Source("events", 0, 7, 1_795_000_000_000),
+        entity="pump-1",
+        event_time_ms=None,
+        model_version="v1",
+        feature_names=scorer.spec.features,
+        missing=result.feature_missing[0],
+    )
+    jsonschema.validate(json.loads(json.dumps(doc)), SCHEMA)
+    assert doc["missing_features"] == ["d"] and doc["event_time"] == "2026-11-19T07:06:40.000Z"
+    assert doc["severity"] == "critical" and doc["top_features"][0]["feature"] == "a"
+    assert np.isclose(doc["p_value"], doc["percentile"] / 100)
+
+
+def test_cooldown_counts_repeats_and_reports_them_on_the_next_alert() -> None:
+    cd = Cooldown(cooldown_s=60)
+    assert cd.admit("p1", 1, 0) == (True, 0)
+    assert cd.admit("p1", 1, 10_000) == (False, 0)  # same severity within 60 s: held
+    assert cd.admit("p1", 1, 20_000) == (False, 0)
+    assert cd.admit("p2", 1, 20_000) == (True, 0)  # other entities are independent
+    assert cd.admit("p1", 2, 30_000) == (True, 2)  # more severe: sent, carrying the 2 held
+    assert cd.admit("p1", 1, 100_000) == (True, 0)  # cooldown over
+    assert Cooldown(0).admit("p1", 1, 0) == (True, 0) and Cooldown(0).enabled is False
