@@ -202,9 +202,10 @@ def run_service(settings: Settings, n: int, broker_pid: int) -> dict[str, Any]:
     end = time.perf_counter()
     out = _figures("service", n, subscribed, marks["first"], end, cpu_s(), cpu_s(broker_pid))
     m = service.metrics
+    assert service.scorer is not None
     out["alerts"] = int(
         sum(m.alerts.labels(s)._value.get() for s in service.scorer.thresholds.names)
-    )  # type: ignore[union-attr]
+    )
     out["dead_letters"] = int(m.events.labels("dead_lettered")._value.get())
     out["stages_us_per_event"] = {k: 1e6 * v / n for k, v in sorted(service.stage_seconds.items())}
     return out
@@ -461,7 +462,7 @@ def main() -> None:
 
     broker = None if args.bootstrap else EmbeddedBroker().start()
     bootstrap = args.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
-    broker_pid = broker.pid if broker else os.getpid()
+    broker_pid = (broker.pid if broker else None) or os.getpid()
     try:
         workdir = Path(tempfile.mkdtemp(prefix="detector-bench-"))
         topic = f"bench-events-{uuid.uuid4().hex[:6]}"
