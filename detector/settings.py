@@ -164,6 +164,11 @@ class FeatureSettings(_Section):
         default_factory=list,
         description="Numeric features transformed with log1p before scaling (heavy-tailed counts: bytes, packets).",
     )
+    auto_log1p_skew: float | None = Field(
+        10.0,
+        gt=0,
+        description="When features.log1p is empty, numeric features that are never negative and whose training skewness exceeds this get log1p (heavy-tailed counts); unset = never. 10 was chosen by held-out log-density on training data (see README).",
+    )
     exclude: list[str] = Field(default_factory=list, description="Columns never used as features.")
     missing_policy: Literal["marginalize", "impute", "reject"] = Field(
         "marginalize",

@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from scipy.stats import skew
+
 from detector.errors import DataError
 from detector.settings import FeatureSettings
 
@@ -122,4 +125,28 @@ def infer_spec(
                 f"(features.max_categories = {settings.max_categories}); is it an id? exclude it"
             )
         cats[name] = tuple(sorted(seen_values))
-    return FeatureSpec(numeric=tuple(numeric), categorical=cats, log1p=frozenset(settings.log1p))
+    log1p = set(settings.log1p)
+    if not log1p and settings.auto_log1p_skew is not None:
+        log1p = heavy_tailed(rows, numeric, settings.auto_log1p_skew)
+    return FeatureSpec(numeric=tuple(numeric), categorical=cats, log1p=frozenset(log1p))
+
+
+def heavy_tailed(
+    rows: Sequence[Mapping[str, Any]], numeric: Sequence[str], min_skew: float
+) -> set[str]:
+    """Numeric features that are never negative and heavily right-skewed in these rows.
+
+    Byte and packet counts span orders of magnitude; a Gaussian on their raw values gives
+    components of almost no variance and astronomically low scores for ordinary rows.
+    """
+    out = set()
+    for name in numeric:
+        col = np.array(
+            [v for r in rows if isinstance(v := r.get(name), int | float)], dtype=np.float64
+        )
+        col = col[np.isfinite(col)]
+        if col.size < 3 or col.min() < 0 or col.std() == 0:
+            continue
+        if float(skew(col)) > min_skew:
+            out.add(name)
+    return out
