@@ -153,6 +153,13 @@ class ThresholdSettings(_Section):
 class FeatureSettings(_Section):
     """Which columns are features and how they are encoded."""
 
+    @model_validator(mode="after")
+    def _windows_valid(self) -> FeatureSettings:
+        for name, n in self.temporal.items():
+            if not 2 <= n <= 10_000:
+                raise ValueError(f"temporal.{name} = {n}: a window must be 2..10000 events")
+        return self
+
     numeric: list[str] | None = Field(
         None, description="Numeric features in order; inferred from the training data when unset."
     )
@@ -170,6 +177,15 @@ class FeatureSettings(_Section):
         description="When features.log1p is empty, numeric features that are never negative and whose training skewness exceeds this get log1p (heavy-tailed counts); unset = never. 10 was chosen by held-out log-density on training data (see README).",
     )
     exclude: list[str] = Field(default_factory=list, description="Columns never used as features.")
+    temporal: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-entity temporal features: feature -> window N adds f__diff, f__meanN, f__stdN from the entity's last N events (needs entity and time columns in training data); empty = off.",
+    )
+    temporal_max_entities: int = Field(
+        100_000,
+        ge=1,
+        description="Entities whose recent values the service keeps (least recently seen evicted first).",
+    )
     missing_policy: Literal["marginalize", "impute", "reject"] = Field(
         "marginalize",
         description="Missing value: score on the present features' exact marginal density, impute the training mean, or reject the row.",

@@ -118,14 +118,14 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train on normal data (BIC search, calibrated thresholds) and publish a model version."""
-    from detector.io.tables import read_table
+    from detector.io.tables import read_table, with_temporal
     from detector.model.train import train as train_model
     from detector.registry.store import ModelRegistry
 
     with _errors():
         settings = settings_for(config, model_dir=model_dir, training__label_column=label_column)
         label = settings.training.label_column
-        table = read_table(data, settings, label)
+        table = with_temporal(read_table(data, settings, label), settings.features.temporal)
         with progress_bar(not quiet, "BIC grid") as update:
             bundle = train_model(table.rows, settings, labels=table.labels, progress=update)
         registry = ModelRegistry(settings.registry)
@@ -190,12 +190,12 @@ def score(
     version: Annotated[str | None, typer.Option(help="Model version (default CURRENT).")] = None,
 ) -> None:
     """Score a file offline with the same scorer the service uses."""
-    from detector.io.tables import read_table
+    from detector.io.tables import read_table, with_temporal
 
     with _errors():
         settings = settings_for(config, model_dir=model_dir)
         scorer = _load_scorer(settings, version)
-        table = read_table(data, settings, label_column)
+        table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
         result = scorer.score(table.rows)
         errors = {**result.errors, **table.errors}
         write_scores(output, result, errors, table.labels)
@@ -261,13 +261,13 @@ def evaluate(
     version: Annotated[str | None, typer.Option(help="Model version (default CURRENT).")] = None,
 ) -> None:
     """AUROC, AUPRC, and per severity the alert rate on normal rows and recall on anomalies."""
-    from detector.io.tables import read_table
+    from detector.io.tables import read_table, with_temporal
     from detector.model.evaluate import quality
 
     with _errors():
         settings = settings_for(config, model_dir=model_dir)
         scorer = _load_scorer(settings, version)
-        table = read_table(data, settings, label_column)
+        table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
         assert table.labels is not None
         result = scorer.score(table.rows)
         figures = quality(result, table.labels)

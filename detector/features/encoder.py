@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from detector.features.spec import FeatureSpec
+from detector.features.temporal import derived_names
 from detector.settings import FeatureSettings
 
 _NUMBER_TYPES = frozenset({float, int})
@@ -56,6 +57,9 @@ class FeatureEncoder:
             self._category_column.append({c: col + i for i, c in enumerate(cats)})
             col += len(cats)
         self.n_columns = col
+        temporal = set(derived_names(spec.temporal))
+        self._pointwise = np.array([f not in temporal for f in spec.features], dtype=bool)
+        self._pointwise_names = [f for f in spec.features if f not in temporal]
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> EncodedBatch:
         n = len(rows)
@@ -160,6 +164,9 @@ class FeatureEncoder:
     def _apply_missing_policy(
         self, missing: np.ndarray, errors: dict[int, tuple[str, str]]
     ) -> None:
+        # Temporal features of a warming-up entity are missing by design: never a reason to
+        # refuse the row, and not counted against max_missing_fraction.
+        missing = missing[:, self._pointwise]
         n_missing = missing.sum(axis=1)
         if not n_missing.any():
             return
@@ -167,7 +174,7 @@ class FeatureEncoder:
         limit = 0 if self.missing_policy == "reject" else self.max_missing_fraction * n_features
         too_many = (n_missing > limit) | (n_missing == n_features)
         for i in np.flatnonzero(too_many):
-            absent = [f for f, m in zip(self.spec.features, missing[i], strict=True) if m]
+            absent = [f for f, m in zip(self._pointwise_names, missing[i], strict=True) if m]
             errors.setdefault(
                 int(i),
                 (

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import skew
 
 from detector.errors import DataError
+from detector.features.temporal import derived_names
 from detector.settings import FeatureSettings
 
 
@@ -25,6 +26,8 @@ class FeatureSpec:
     numeric: tuple[str, ...]
     categorical: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     log1p: frozenset[str] = frozenset()
+    # Base feature -> window of its per-entity temporal features (their names are in numeric).
+    temporal: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = list(self.numeric) + list(self.categorical)
@@ -65,6 +68,7 @@ class FeatureSpec:
             "numeric": list(self.numeric),
             "categorical": {k: list(v) for k, v in self.categorical.items()},
             "log1p": sorted(self.log1p),
+            "temporal": dict(self.temporal),
         }
 
     @classmethod
@@ -73,6 +77,7 @@ class FeatureSpec:
             numeric=tuple(data["numeric"]),
             categorical={k: tuple(v) for k, v in data.get("categorical", {}).items()},
             log1p=frozenset(data.get("log1p", ())),
+            temporal=dict(data.get("temporal", {})),
         )
 
 
@@ -92,7 +97,12 @@ def infer_spec(
         for key in row:
             if key not in skip:
                 seen.setdefault(key, None)
-    numeric = list(settings.numeric) if settings.numeric is not None else None
+    temporal = derived_names(settings.temporal)
+    numeric = (
+        list(settings.numeric) + [t for t in temporal if t not in settings.numeric]
+        if settings.numeric is not None
+        else None
+    )
     categorical = list(settings.categorical) if settings.categorical is not None else None
     if numeric is None or categorical is None:
         inferred_num, inferred_cat = [], []
@@ -128,7 +138,12 @@ def infer_spec(
     log1p = set(settings.log1p)
     if not log1p and settings.auto_log1p_skew is not None:
         log1p = heavy_tailed(rows, numeric, settings.auto_log1p_skew)
-    return FeatureSpec(numeric=tuple(numeric), categorical=cats, log1p=frozenset(log1p))
+    return FeatureSpec(
+        numeric=tuple(numeric),
+        categorical=cats,
+        log1p=frozenset(log1p),
+        temporal=dict(settings.temporal),
+    )
 
 
 def heavy_tailed(

@@ -145,3 +145,23 @@ def _read_jsonl(path: Path, settings: Settings, label_column: str | None) -> Tab
     if label_column:
         table.labels = np.array(labels, dtype=np.int8)
     return table
+
+
+def with_temporal(table: Table, windows: dict[str, int]) -> Table:
+    """The table with per-entity temporal features added (no-op without windows)."""
+    if not windows:
+        return table
+    from detector.features.temporal import augment_offline
+
+    if table.entities is None:
+        raise DataError(
+            "features.temporal needs an entity column (training.entity_column) to know whose history a row continues"
+        )
+    rows, _ = augment_offline(table.rows, table.entities, table.times, windows)
+    return Table(
+        rows=rows,
+        labels=table.labels,
+        entities=table.entities,
+        times=table.times,
+        errors=table.errors,
+    )

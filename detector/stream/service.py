@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
 from detector.errors import DetectorError, ModelIntegrityError, RegistryError
 from detector.events import EventParser
+from detector.features.temporal import TemporalState
 from detector.health import HealthState
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer, ScoreResult
@@ -102,6 +103,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service.metrics.rebalances.labels("revoked").inc()
         log.info("partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
         self.service._drain_and_commit()
+        if self.service.temporal is not None:
+            self.service.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.service.metrics.rebalances.labels("assigned").inc()
@@ -135,6 +138,7 @@ class DetectorService:
             *(observers or []),
         ]
         self.scorer: Scorer | None = None
+        self.temporal: TemporalState | None = None  # per-entity history, when the model uses it
         self.stage_seconds: dict[str, float] = {}
         self._stop = threading.Event()
         self._refused: set[str] = set()
@@ -275,6 +279,13 @@ class DetectorService:
         self.metrics.batch_size.observe(n)
         with self._stage("parse"):
             scored_batch = self._parse(batch)
+        if self.temporal is not None:
+            with self._stage("temporal"):
+                before = self.temporal.warmup_rows
+                scored_batch.values = self.temporal.augment(
+                    scored_batch.entities, scored_batch.values
+                )
+                self.metrics.temporal_warmup.inc(self.temporal.warmup_rows - before)
         with self._stage("score"):
             scored_batch.result = self.scorer.score(scored_batch.values)
         with self._stage("publish"):
@@ -371,7 +382,11 @@ class DetectorService:
             sb.alerts.append(alert)
             key = entity.encode() if entity is not None else rec.key
             futures.append(
-                self._producer.send(cfg.alerts_topic, value=orjson.dumps(alert), key=key)
+                self._producer.send(
+                    cfg.alerts_topic,
+                    value=orjson.dumps(alert, option=orjson.OPT_SERIALIZE_NUMPY),
+                    key=key,
+                )
             )
             self.metrics.alerts.labels(alert["severity"]).inc()
         return futures
@@ -460,6 +475,11 @@ class DetectorService:
         if old:
             self.metrics.model_info.remove(old)
         self.metrics.model_info.labels(scorer.version).set(1)
+        windows = dict(scorer.spec.temporal)
+        if not windows:
+            self.temporal = None
+        elif self.temporal is None or self.temporal.windows != windows:
+            self.temporal = TemporalState(windows, self.settings.features.temporal_max_entities)
         self.metrics.model_load_seconds.set(time.perf_counter() - started)
         self.metrics.model_loaded_at.set_to_current_time()
         self.health.model_version = scorer.version
