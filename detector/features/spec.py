@@ -29,6 +29,10 @@ class FeatureSpec:
     # Base feature -> window of its per-entity temporal features (their names are in numeric).
     temporal: Mapping[str, int] = field(default_factory=dict)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Bundles pickled before a field existed load with its default (format upgrades).
+        self.__dict__.update({"categorical": {}, "log1p": frozenset(), "temporal": {}, **state})
+
     def __post_init__(self) -> None:
         names = list(self.numeric) + list(self.categorical)
         if not names:

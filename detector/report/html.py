@@ -29,7 +29,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} img{max-width:100%;height:auto}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} td:nth-child(3){text-align:left} img{max-width:100%;height:auto}
 .ok{color:#17692f;font-weight:600} .bad{color:#a11;font-weight:600} .muted{color:#666} code{background:#f4f4f4;padding:0 .2rem}
 """
 
@@ -384,50 +384,61 @@ def demo_report(
         )
     )
     t = timeline["t_s"]
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    ll = np.clip(
-        timeline["log_likelihood"], np.nanpercentile(timeline["log_likelihood"], 0.5) - 5, None
-    )
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    raw = timeline["log_likelihood"]
+    # Clip far below the critical threshold: a fault scoring -500 would squash the band where
+    # normal events, thresholds and the drift live. Clipped points sit on the bottom edge.
+    floor = float(np.nanmin(timeline["threshold_critical"])) - 25 if t.size else -50.0
+    ll = np.maximum(raw, floor)
     normal = timeline["severity"] == 0
     ax.scatter(t[normal], ll[normal], s=2, c="#8aa", alpha=0.4, label="scored")
-    ax.scatter(t[~normal], ll[~normal], s=8, c="#c33", label="alert")
-    ax.plot(t, timeline["threshold_warning"], c="orange", lw=1, label="warning threshold")
-    ax.plot(t, timeline["threshold_critical"], c="red", lw=1, label="critical threshold")
+    ax.scatter(t[~normal], ll[~normal], s=6, c="#c33", alpha=0.6, label="alert")
+    ax.plot(t, timeline["threshold_warning"], c="orange", lw=1.2, label="warning threshold")
+    ax.plot(t, timeline["threshold_critical"], c="red", lw=1.2, label="critical threshold")
+    ax.set_ylim(floor - 2, float(np.nanpercentile(raw, 99.9)) + 3 if t.size else 10)
+    top = ax.get_ylim()[1]
     for sc in s["scenarios"]:
         if sc.get("t_start_s") is not None:
-            ax.axvspan(sc["t_start_s"], sc["t_end_s"], color="#fd0", alpha=0.25)
-            ax.text(
-                sc["t_start_s"], ax.get_ylim()[1], sc["name"], rotation=90, va="top", fontsize=7
+            ax.axvspan(
+                sc["t_start_s"], max(sc["t_end_s"], sc["t_start_s"] + 0.3), color="#fd0", alpha=0.25
             )
-    for ev in s["timeline"]:
+            ax.text(sc["t_start_s"], top, " " + sc["name"], rotation=90, va="top", fontsize=7)
+    for k, ev in enumerate(s["timeline"]):
         ax.axvline(ev["t_s"], c="#555", ls=":", lw=1)
-        ax.text(ev["t_s"], ax.get_ylim()[0], ev["what"], rotation=90, va="bottom", fontsize=7)
+        ax.text(ev["t_s"], floor, f" {k + 1}", fontsize=8, va="bottom", color="#333")
     ax.set(
-        xlabel="seconds since the stream started",
-        ylabel="log-likelihood (clipped)",
-        title="Scores over time, thresholds, scenarios (yellow) and drift/retrain steps (dotted)",
+        xlabel="seconds since the stream started (dotted lines: numbered steps in the table below)",
+        ylabel=f"log-likelihood (clipped at {floor:.0f})",
+        title="Scores over time, thresholds, injected scenarios (yellow)",
     )
-    ax.legend(loc="lower left", fontsize=8, markerscale=3)
+    ax.legend(loc="lower right", fontsize=8, markerscale=3)
     sections.append(("Scores over time", img(fig, "score over time")))
     if contributions:
         names = sorted({f for c in contributions.values() for f in c})
         scen = list(contributions)
         fig, ax = plt.subplots(figsize=(10, 0.5 * len(scen) + 1.5))
         left = np.zeros(len(scen))
+        totals = np.array(
+            [sum(max(0.0, v) for v in contributions[n].values()) or 1.0 for n in scen]
+        )
         for f in names:
-            vals = np.array([max(0.0, contributions[sname].get(f, 0.0)) for sname in scen])
+            vals = np.array([max(0.0, contributions[n].get(f, 0.0)) for n in scen]) / totals
             ax.barh(scen, vals, left=left, label=f)
             left += vals
         ax.set(
-            xlabel="mean contribution to the squared Mahalanobis distance",
+            xlabel="share of the top features' squared Mahalanobis terms",
+            xlim=(0, 1),
             title="What drove the alerts, per scenario",
         )
-        ax.legend(fontsize=8, ncol=3)
+        ax.legend(fontsize=8, ncol=3, loc="lower right")
         sections.append(
             ("Feature contributions of alerts", img(fig, "per-feature contributions of alerts"))
         )
     steps = (
-        table(["t (s)", "step"], [[f"{e['t_s']:.1f}", e["what"]] for e in s["timeline"]])
+        table(
+            ["#", "t (s)", "step"],
+            [[k + 1, f"{e['t_s']:.1f}", e["what"]] for k, e in enumerate(s["timeline"])],
+        )
         if s["timeline"]
         else "<p>No drift this run.</p>"
     )
