@@ -342,11 +342,25 @@ def run_latency(
         "max_ms": float(kept.max()) if kept.size else None,
         "rss_mb": rss,
         "peak_rss_mb": peak_mb,
-        "rss_mb_at_60s": next((r for t, r in rss if t >= 60), None),
-        "rss_mb_at_300s": next((r for t, r in rss if t >= 300), None),
+        "rss_mb_at_60s": _rss_at(rss, 60.0),
+        "rss_mb_at_300s": _rss_at(rss, 299.0),
+        # Least-squares slope of RSS after the first minute (warm-up), MB per minute.
+        "rss_growth_mb_per_min_after_60s": _slope_per_min([(t, r) for t, r in rss if t >= 60.0]),
         "rss_mb_first_10s_max": max((r for t, r in rss if t <= 10), default=None),
         "rss_mb_last": rss[-1][1] if rss else None,
     }
+
+
+def _rss_at(rss: list[tuple[float, float]], t_s: float) -> float | None:
+    return next((r for t, r in rss if t >= t_s), None)
+
+
+def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 10:
+        return None
+    t = np.array([p[0] for p in points])
+    r = np.array([p[1] for p in points])
+    return float(np.polyfit(t / 60.0, r, 1)[0])
 
 
 # -- report -------------------------------------------------------------------------------
@@ -427,10 +441,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"Latency: producer paced at {lat['rate_events_per_s']:,.0f} ev/s for {lat['duration_s']:.0f} s (achieved {lat['achieved_events_per_s']:,.0f}), "
             f"`detector run` in its own process, produce-to-alert-received over {lat['alerts_measured']} alerts:",
             "",
-            "| p50 ms | p90 ms | p99 ms | max ms | service peak RSS MB | RSS at 60 s | RSS at 300 s | RSS last |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| p50 ms | p90 ms | p99 ms | max ms | service peak RSS MB | RSS at 60 s | RSS at 300 s | RSS last | RSS slope after 60 s (MB/min) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])} | {_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(lat['peak_rss_mb'])} | "
-            f"{_f(lat['rss_mb_at_60s'])} | {_f(lat['rss_mb_at_300s'])} | {_f(lat['rss_mb_last'])} |",
+            f"{_f(lat['rss_mb_at_60s'])} | {_f(lat['rss_mb_at_300s'])} | {_f(lat['rss_mb_last'])} | "
+            f"{'-' if lat['rss_growth_mb_per_min_after_60s'] is None else f'{lat['rss_growth_mb_per_min_after_60s']:+.2f}'} |",
         ]
     return "\n".join(lines) + "\n"
 
