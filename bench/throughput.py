@@ -445,13 +445,13 @@ def markdown(report: dict[str, Any]) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])} | {_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(lat['peak_rss_mb'])} | "
             f"{_f(lat['rss_mb_at_60s'])} | {_f(lat['rss_mb_at_300s'])} | {_f(lat['rss_mb_last'])} | "
-            f"{'-' if lat['rss_growth_mb_per_min_after_60s'] is None else f'{lat['rss_growth_mb_per_min_after_60s']:+.2f}'} |",
+            f"{_f(lat['rss_growth_mb_per_min_after_60s'], '{:+.2f}')} |",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
+def _f(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
 
 
 def main() -> None:
