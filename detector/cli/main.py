@@ -170,6 +170,22 @@ def print_grid(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
+def _score_file(
+    data: Path,
+    config: Path | None,
+    model_dir: Path | None,
+    label_column: str | None,
+    version: str | None,
+) -> tuple[Any, Any, Any]:
+    """The offline scoring path of `score` and `evaluate`: (scorer, table, result)."""
+    from detector.io.tables import read_table, with_temporal
+
+    settings = settings_for(config, model_dir=model_dir)
+    scorer = _load_scorer(settings, version)
+    table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
+    return scorer, table, scorer.score(table.rows)
+
+
 def _load_scorer(settings: Settings, version: str | None = None) -> Any:
     from detector.model.scorer import Scorer
     from detector.registry.store import ModelRegistry
@@ -190,13 +206,8 @@ def score(
     version: Annotated[str | None, typer.Option(help="Model version (default CURRENT).")] = None,
 ) -> None:
     """Score a file offline with the same scorer the service uses."""
-    from detector.io.tables import read_table, with_temporal
-
     with _errors():
-        settings = settings_for(config, model_dir=model_dir)
-        scorer = _load_scorer(settings, version)
-        table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
-        result = scorer.score(table.rows)
+        scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         errors = {**result.errors, **table.errors}
         write_scores(output, result, errors, table.labels)
     n_alerts = int((result.severity > 0).sum())
@@ -261,15 +272,11 @@ def evaluate(
     version: Annotated[str | None, typer.Option(help="Model version (default CURRENT).")] = None,
 ) -> None:
     """AUROC, AUPRC, and per severity the alert rate on normal rows and recall on anomalies."""
-    from detector.io.tables import read_table, with_temporal
     from detector.model.evaluate import quality
 
     with _errors():
-        settings = settings_for(config, model_dir=model_dir)
-        scorer = _load_scorer(settings, version)
-        table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
+        scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         assert table.labels is not None
-        result = scorer.score(table.rows)
         figures = quality(result, table.labels)
         figures["model_version"] = scorer.version
         if json_out is not None:

@@ -17,15 +17,17 @@ from detector.logs import setup_logging
 
 log = logging.getLogger("detector")
 
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)."),
+]
+
 
 @app.command()
 def run(
     model_dir: ModelDirOpt = None,
     config: ConfigOpt = None,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)."),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
     max_events: Annotated[
         int | None, typer.Option(help="Stop after this many events (testing).")
     ] = None,
@@ -91,10 +93,7 @@ def parse_duration_s(text: str) -> float:
 def retrain(
     model_dir: ModelDirOpt = None,
     config: ConfigOpt = None,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)."),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
     once: Annotated[
         bool, typer.Option("--once", help="Run once and exit (cron, Kubernetes CronJob).")
     ] = False,

@@ -232,3 +232,33 @@ def start_service_process(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def offline_alert_ids(
+    tmp_path: Path, settings: Settings, raws: list[bytes], produced: list[Produced]
+) -> set[str]:
+    """The alert ids `detector score` implies for the same events, at their Kafka positions."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from detector.cli.main import app
+    from detector.stream.alerts import alert_id
+
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(raws) + b"\n")
+    out = tmp_path / "scores.csv"
+    cli = CliRunner().invoke(
+        app,
+        ["score", str(events), "--model-dir", str(settings.registry.path), "--output", str(out)],
+    )
+    assert cli.exit_code == 0, cli.output
+    with out.open() as fh:
+        severities = [r["severity"] for r in csv.DictReader(fh)]
+    assert len(severities) == len(raws)
+    topic = settings.kafka.input_topic
+    return {
+        alert_id(topic, produced[i].partition, produced[i].offset)
+        for i, sev in enumerate(severities)
+        if sev not in ("", "none")
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import threading
@@ -14,9 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from typer.testing import CliRunner
 
-from detector.cli.main import app
 from detector.registry.store import BUNDLE_FILE, ModelRegistry, _atomic_write
 from detector.stream.alerts import (
     REASON_HEADER,
@@ -29,6 +26,7 @@ from tests.integration.streams import (
     alerts_of,
     committed_total,
     events_with_anomalies,
+    offline_alert_ids,
     produce,
     read_topic,
     service_thread,
@@ -59,22 +57,8 @@ def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path) -> None:
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
 
     # Then its alert ids are exactly the ones offline `detector score` gives
-    events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join(raws) + b"\n")
-    out = tmp_path / "scores.csv"
-    cli = CliRunner().invoke(
-        app,
-        ["score", str(events), "--model-dir", str(settings.registry.path), "--output", str(out)],
-    )
-    assert cli.exit_code == 0, cli.output
-    with out.open() as fh:
-        offline = [r["severity"] for r in csv.DictReader(fh)]
+    expected = offline_alert_ids(tmp_path, settings, raws, produced)
     topic = settings.kafka.input_topic
-    expected = {
-        alert_id(topic, produced[i].partition, produced[i].offset)
-        for i, sev in enumerate(offline)
-        if sev not in ("", "none")
-    }
     got = {a["alert_id"] for a in alerts}
     assert got == expected
     # ...every injected anomaly is among them, the rate on the rest is near 1%,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from detector.cli.main import app
 from detector.demo.fleet import FEATURES, FLOW, FleetSpec, simulate
 from detector.features.temporal import augment_offline
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
-from detector.stream.alerts import alert_id
 from tests.integration.streams import (
     alerts_of,
+    offline_alert_ids,
     produce,
     service_thread,
     settings_for_test,
@@ -66,21 +63,7 @@ def test_service_alerts_with_temporal_features_equal_offline_scoring(
         wait_for(lambda: not service._pending, 30, "acks")
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
     # Then its alerts are exactly those of `detector score` on the same events as a file,
-    events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join(raws) + b"\n")
-    out = tmp_path / "scores.csv"
-    cli = CliRunner().invoke(
-        app,
-        ["score", str(events), "--model-dir", str(settings.registry.path), "--output", str(out)],
-    )
-    assert cli.exit_code == 0, cli.output
-    severities = [r["severity"] for r in csv.DictReader(out.open())]
-    expected = {
-        alert_id(topic, produced[i].partition, produced[i].offset)
-        for i, sev in enumerate(severities)
-        if sev not in ("", "none")
-    }
-    assert {a["alert_id"] for a in alerts} == expected
+    assert {a["alert_id"] for a in alerts} == offline_alert_ids(tmp_path, settings, raws, produced)
     # ...the stuck sensor alerted, and each pump's first 9 events were scored point-wise (warm-up)
     assert sum(a["entity"] == "pump-4" for a in alerts) >= 50
     assert service.metrics.temporal_warmup._value.get() == 6 * (WINDOWS["flow_m3_h"] - 1)

@@ -11,13 +11,25 @@ from typer.testing import CliRunner
 from detector.cli.main import app
 from tests.unit.conftest import mixture_sample
 
-SECTIONS = ("Summary", "ROC and PR curves", "Score distributions", "Calibration and recall", "Features that drive alerts", "Model card")
+SECTIONS = (
+    "Summary",
+    "ROC and PR curves",
+    "Score distributions",
+    "Calibration and recall",
+    "Features that drive alerts",
+    "Model card",
+)
 
 
 def test_evaluate_report_and_model_card_have_every_section(tmp_path: Path) -> None:
     # Given a trained model and a labelled test file
     x = mixture_sample(3000, seed=50)
-    test = np.vstack([mixture_sample(1000, seed=51), mixture_sample(50, seed=52) + [12, -12, 0, 0]])
+    test = np.vstack(
+        [
+            mixture_sample(1000, seed=51),
+            mixture_sample(50, seed=52) + np.array([12.0, -12.0, 0.0, 0.0]),
+        ]
+    )
     labels = [0] * 1000 + [1] * 50
     for name, data, lab in (("train.csv", x, [0] * len(x)), ("test.csv", test, labels)):
         with (tmp_path / name).open("w", newline="") as fh:
@@ -26,10 +38,31 @@ def test_evaluate_report_and_model_card_have_every_section(tmp_path: Path) -> No
             w.writerows([[*r, y] for r, y in zip(data.tolist(), lab, strict=True)])
     env = {"DETECTOR_MODEL__N_COMPONENTS_MAX": "4", "DETECTOR_TRAINING__N_JOBS": "1"}
     models = tmp_path / "m"
-    assert CliRunner().invoke(app, ["train", str(tmp_path / "train.csv"), "-m", str(models), "-l", "label", "-q"], env=env).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            app,
+            ["train", str(tmp_path / "train.csv"), "-m", str(models), "-l", "label", "-q"],
+            env=env,
+        )
+        .exit_code
+        == 0
+    )
     # When the evaluation report and the model card are written
     report, card = tmp_path / "report.html", tmp_path / "card.html"
-    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "test.csv"), "-m", str(models), "-l", "label", "--report", str(report)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "test.csv"),
+            "-m",
+            str(models),
+            "-l",
+            "label",
+            "--report",
+            str(report),
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["models", "show", "-m", str(models), "--report", str(card)])
     assert r.exit_code == 0, r.output
