@@ -236,8 +236,19 @@ def _figures(
 
 # -- latency and memory -------------------------------------------------------------------
 def run_latency(
-    settings: Settings, bootstrap: str, rate: float, duration_s: float, warmup_s: float = 2.0
+    settings: Settings,
+    bootstrap: str,
+    rate: float,
+    duration_s: float,
+    window_s: float = 20.0,
+    warmup_s: float = 2.0,
 ) -> dict[str, Any]:
+    """Produce-to-alert latency over [warmup_s, window_s) of a steady load of ``duration_s``.
+
+    The load goes on past the window only for the memory soak; latency there is reported per
+    30 s (on Tansu's in-memory storage fetch latency grows with the log: a bare consumer
+    shows the same trend, so the headline figures use the window the issue specifies).
+    """
     tag = uuid.uuid4().hex[:8]
     topic, alerts_topic = f"lat-events-{tag}", f"lat-alerts-{tag}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
