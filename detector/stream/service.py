@@ -302,6 +302,15 @@ class DetectorService:
         for rec in batch:  # records of a partition arrive in offset order
             offsets[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
         self._pending.append(Pending(offsets, futures))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d: %d scored, %d alerts, %d dead letters, %d sends in flight",
+                n,
+                n - len(scored_batch.dead_letters),
+                len(scored_batch.alerts),
+                len(scored_batch.dead_letters),
+                sum(len(p.futures) for p in self._pending),
+            )
         if len(self._pending) > MAX_PENDING_BATCHES:
             self._wait_oldest()
 
