@@ -426,6 +426,12 @@ class DriftSettings(_Section):
         gt=0,
         description="Population stability index per feature above which the feature has drifted (0.25 = major shift, the usual rule).",
     )
+    clear_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description="A firing test clears only when its statistic is back within this share of the threshold (p-value: this power of it), so a window hovering at the threshold raises one event.",
+    )
     publish_events: bool = Field(
         True, description="Publish a drift event to kafka.drift_topic when a test fires."
     )
@@ -444,7 +450,7 @@ class RetrainSettings(_Section):
         1_000, ge=50, description="Fewer usable samples than this: refuse, keep the current model."
     )
     max_alerted_fraction: float = Field(
-        0.3,
+        0.5,
         ge=0.0,
         le=1.0,
         description="A window where more than this share alerted is mostly anomalies: refuse.",

@@ -35,8 +35,8 @@ NOISE = np.array([0.3, 0.06, 0.05, 1.5, 0.4, 8.0])
 @dataclass(frozen=True)
 class FleetSpec:
     n_pumps: int = 20
-    # One simulated "day" in steps: compressed so a one-minute demo sees the cycle move.
-    day_steps: int = 600
+    # One simulated "day" in steps (6000 s at 1 s per step: the demo streams a fifth of it).
+    day_steps: int = 6000
     interval_s: float = 1.0
     seed: int = 7
     start: datetime = field(default_factory=lambda: datetime(2026, 11, 24, tzinfo=UTC))

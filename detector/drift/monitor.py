@@ -11,7 +11,8 @@ Two observers of scored batches, each vectorized per batch:
   log-likelihood of the non-alerting events (z-score against the calibration rows that
   do not alert) and each numeric feature's
   population stability index (PSI) against the training histogram. A test crossing its
-  threshold logs once, sets a metric and publishes a drift event with the evidence.
+  threshold logs once, sets a metric and publishes a drift event with the evidence; it
+  clears only when the statistic is back past ``clear_ratio`` of the threshold.
 """
 
 from __future__ import annotations
@@ -195,11 +196,19 @@ class DriftMonitor:
         if stats["window_events"] < self.cfg.min_window_events:
             return []
         worst_psi = max(stats["psi"].items(), key=lambda kv: kv[1], default=("", 0.0))
+        # Hysteresis: a firing test clears only once its statistic is back past a looser
+        # bound (half the threshold; for the p-value, half of it in log scale), so a window
+        # hovering at the threshold raises one event, not one every few seconds.
+        c = self.cfg.clear_ratio
+        firing = self.firing.get
+        p_bound = self.cfg.alert_rate_p_value ** (c if firing("alert_rate") else 1.0)
+        z_bound = self.cfg.mean_ll_z * (c if firing("mean_log_likelihood") else 1.0)
+        psi_bound = self.cfg.psi_threshold * (c if firing("psi") else 1.0)
         verdicts = {
-            "alert_rate": stats["alert_rate_p_value"] < self.cfg.alert_rate_p_value
+            "alert_rate": stats["alert_rate_p_value"] < p_bound
             and stats["alert_rate"] > stats["target_alert_rate"],
-            "mean_log_likelihood": stats["mean_log_likelihood_z"] < -self.cfg.mean_ll_z,
-            "psi": worst_psi[1] > self.cfg.psi_threshold,
+            "mean_log_likelihood": stats["mean_log_likelihood_z"] < -z_bound,
+            "psi": worst_psi[1] > psi_bound,
         }
         futures: list[Any] = []
         for test, fired in verdicts.items():

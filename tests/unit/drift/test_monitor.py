@@ -60,3 +60,36 @@ def test_a_few_extreme_anomalies_are_not_a_distribution_drift(big_bundle) -> Non
     monitor.evaluate(None, now=1.0)
     assert monitor.firing["alert_rate"] is True
     assert monitor.firing["mean_log_likelihood"] is False and monitor.firing["psi"] is False
+
+
+def test_a_firing_test_clears_only_past_half_its_threshold(big_bundle) -> None:
+    scorer = Scorer(big_bundle)
+    monitor = DriftMonitor(
+        DriftSettings(window_events=5000, min_window_events=2000, mean_ll_z=6.0),
+        KafkaSettings(),
+        ServiceMetrics(),
+    )
+    feed(monitor, scorer, mixture_sample(5_000, seed=43))
+    real = monitor.statistics()
+
+    def with_z(z: float):
+        return lambda: {**real, "mean_log_likelihood_z": z}
+
+    # Given the mean log-likelihood test fired at z = -7
+    monitor.statistics = with_z(-7.0)  # type: ignore[method-assign]
+    monitor.evaluate(None, now=1.0)
+    assert monitor.firing["mean_log_likelihood"] is True
+    # When the window hovers around the threshold (-5, -7, -4)
+    for t, z in enumerate((-5.0, -7.0, -4.0), start=2):
+        monitor.statistics = with_z(z)  # type: ignore[method-assign]
+        monitor.evaluate(None, now=float(t))
+    # Then it stays firing with one event
+    assert monitor.firing["mean_log_likelihood"] is True
+    assert [e["test"] for e in monitor.events].count("mean_log_likelihood") == 1
+    # When it comes back past half the threshold (z = -2.5), it clears; a new crossing re-fires
+    monitor.statistics = with_z(-2.5)  # type: ignore[method-assign]
+    monitor.evaluate(None, now=10.0)
+    assert monitor.firing["mean_log_likelihood"] is False
+    monitor.statistics = with_z(-6.5)  # type: ignore[method-assign]
+    monitor.evaluate(None, now=11.0)
+    assert [e["test"] for e in monitor.events].count("mean_log_likelihood") == 2
