@@ -146,7 +146,7 @@ def retrain(
         outcome = one_run()
         raise typer.Exit(1 if outcome == "failed" else 0)
 
-    from detector.retrain.trigger import wait_for_trigger
+    from detector.retrain.trigger import DriftTrigger
 
     runs = 0
     next_run = (
@@ -155,7 +155,7 @@ def retrain(
         else (time.monotonic() + interval_s if interval_s else float("inf"))
     )
     with _errors():
-        trigger = wait_for_trigger(settings) if on_drift else None
+        trigger = DriftTrigger(settings) if on_drift else None
     while not stop["flag"] and (max_runs is None or runs < max_runs):
         reason = None
         if time.monotonic() >= next_run:

@@ -40,6 +40,7 @@ from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.report.html import demo_report
 from detector.retrain.job import retrain_once
+from detector.retrain.trigger import triggers_retrain
 from detector.settings import Settings
 from detector.stream.broker import EmbeddedBroker
 from detector.stream.clients import ensure_topics, security_config
@@ -414,8 +415,9 @@ def _stream(
         if now - last_status >= 1.0:
             last_status = now
             for event in service.drift.events[drift_seen:]:
+                triggers = triggers_retrain(event, settings.retrain.trigger_tests)
                 when = "" if drift_started else " (before the shift)"
-                if event["test"] not in settings.retrain.trigger_tests:
+                if not triggers:
                     when += " (faults raise the alert rate; not a retrain trigger)"
                 timeline.mark(
                     f"drift event: {event['test']} test on model ...{str(event['model_version'])[-6:]}{when} "
@@ -426,7 +428,7 @@ def _stream(
                 idle = retrainer is None or (
                     not retrainer.is_alive() and outcome.get("outcome") != "promoted"
                 )
-                if idle and event["test"] in settings.retrain.trigger_tests:
+                if idle and triggers:
                     retrainer = _thread(
                         "retrainer",
                         lambda: outcome.update(_retrain(settings, registry, timeline, console)),

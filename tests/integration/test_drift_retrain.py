@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from detector.model.scorer import Scorer
 from detector.registry.store import ModelRegistry
 from detector.retrain.job import retrain_once
+from detector.retrain.trigger import DriftTrigger
 from tests.integration.streams import (
     FEATURES,
     REGIME_STD,
@@ -250,3 +252,40 @@ def test_two_retrains_at_once_promote_one_version(broker, tmp_path: Path) -> Non
     assert registry.current() == new
     for v in versions:
         registry.verify(v)
+
+
+def test_on_drift_trigger_starts_runs_only_for_the_configured_tests(broker, tmp_path: Path) -> None:
+    # Given a retrainer following the drift topic (default trigger tests: distribution ones)
+    settings = retrain_settings(broker, tmp_path)
+    broker.create_topics([settings.kafka.drift_topic], partitions=1)
+    trigger = DriftTrigger(settings)
+    try:
+        # (polling without pauses, as `detector retrain --on-drift` does: Tansu completes the
+        # join only while the member keeps polling)
+        deadline = time.monotonic() + 30
+        while not trigger.consumer.assignment():
+            assert not trigger.poll(0.5)
+            assert time.monotonic() < deadline, "the retrainer did not join its group"
+        for tp in trigger.consumer.assignment():
+            trigger.consumer.position(tp)  # resolve "latest" before anything is published
+
+        def publish(test: str) -> None:
+            event = {"type": "drift", "test": test, "model_version": "v1", "evidence": {}}
+            produce(broker.bootstrap_servers, settings.kafka.drift_topic, [orjson.dumps(event)])
+
+        def fires_within(seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if trigger.poll(0.2):
+                    return True
+            return False
+
+        # When the service raises an alert-rate drift event (faults, not a new normal)
+        publish("alert_rate")
+        # Then no run starts
+        assert not fires_within(3.0)
+        # When it raises a PSI drift event, then a run starts
+        publish("psi")
+        assert fires_within(10.0)
+    finally:
+        trigger.close()
