@@ -163,14 +163,13 @@ def check_window(rows: list[SampleRow], settings: Settings, feature_names: tuple
             )
 
 
-def feature_units_ll(scorer: Scorer, rows: list[dict[str, Any]]) -> np.ndarray:
+def in_feature_units(bundle: ModelBundle, log_likelihood: np.ndarray) -> np.ndarray:
     """Log-likelihoods in the features' own units (the scaler's Jacobian added back).
 
     Scores in standardized units are not comparable between models whose scalers
     differ; the density of the unscaled features is.
     """
-    ll = scorer.score(rows).log_likelihood
-    return ll - float(np.sum(np.log(scorer.bundle.scaler.scale_)))
+    return log_likelihood - float(np.sum(np.log(bundle.scaler.scale_)))
 
 
 def fit_robust(rows: list[dict[str, Any]], settings: Settings) -> tuple[ModelBundle, float, int]:
@@ -227,19 +226,17 @@ def validate(
         "allowed_deviation": allowed,
     }
     kept = [holdout[i] for i in np.flatnonzero(inside)]
-    cand_mean = float(np.mean(feature_units_ll(cand, kept))) if kept else float("nan")
+    cand_ll = in_feature_units(candidate, res.log_likelihood[inside])
+    cand_mean = float(np.mean(cand_ll)) if kept else float("nan")
     figures["candidate_mean_log_likelihood"] = cand_mean
     if current is not None:
         try:
-            cur_ll = feature_units_ll(Scorer(current, settings.features), kept)
+            cur = Scorer(current, settings.features).score(kept)
+            cur_ll = in_feature_units(current, cur.log_likelihood)
             cur_ll = cur_ll[np.isfinite(cur_ll)]
             figures["current_version"] = current.version
             figures["current_mean_log_likelihood"] = float(cur_ll.mean()) if cur_ll.size else None
-            figures["current_alert_rate"] = (
-                float((Scorer(current, settings.features).score(kept).severity > 0).mean())
-                if kept
-                else None
-            )
+            figures["current_alert_rate"] = float((cur.severity > 0).mean()) if kept else None
         except DetectorError as exc:
             figures["current_comparison_skipped"] = str(exc)
     if n == 0:
@@ -301,7 +298,7 @@ def retrain_once(
     if outcome.outcome == "refused" and outcome.figures.get("refusal"):
         metrics.refusals.labels(outcome.figures["refusal"]).inc()
     for k, v in outcome.figures.get("validation", {}).items():
-        if isinstance(v, int | float) and v is not None and np.isfinite(v):
+        if isinstance(v, int | float) and np.isfinite(v):
             metrics.validation.labels(k).set(v)
     if "window_rows" in outcome.figures:
         metrics.window_size.set(outcome.figures["window_rows"])
