@@ -194,7 +194,7 @@ class DetectorService:
 
     def _load_initial_model(self) -> bool:
         try:
-            self._swap_model(self.registry.load())
+            self._load_model(None)
             return True
         except (RegistryError, ModelIntegrityError) as exc:
             self.health.reason = str(exc)
@@ -476,8 +476,13 @@ class DetectorService:
             log.warning("offset commit failed: %s", response)
 
     # -- model -------------------------------------------------------------------------
-    def _swap_model(self, bundle: Any) -> None:
+    def _load_model(self, version: str | None) -> None:
+        """Verify and load ``version`` (None = CURRENT) and score with it from now on."""
         started = time.perf_counter()
+        self._swap_model(self.registry.load(version))
+        self.metrics.model_load_seconds.set(time.perf_counter() - started)
+
+    def _swap_model(self, bundle: Any) -> None:
         scorer = Scorer(bundle, self.settings.features, self.settings.thresholds)
         old = self.scorer.version if self.scorer else None
         self.scorer = scorer
@@ -489,7 +494,6 @@ class DetectorService:
             self.temporal = None
         elif self.temporal is None or self.temporal.windows != windows:
             self.temporal = TemporalState(windows, self.settings.features.temporal_max_entities)
-        self.metrics.model_load_seconds.set(time.perf_counter() - started)
         self.metrics.model_loaded_at.set_to_current_time()
         self.health.model_version = scorer.version
         log.info("scoring with model %s (was %s)", scorer.version, old or "none")
@@ -507,9 +511,8 @@ class DetectorService:
             or current in self._refused
         ):
             return
-        started = time.perf_counter()
         try:
-            bundle = self.registry.load(current)
+            self._load_model(current)
         except (ModelIntegrityError, RegistryError) as exc:
             self._refused.add(current)  # refused once, not retried until CURRENT changes again
             self.metrics.model_reloads.labels("refused").inc()
@@ -517,8 +520,6 @@ class DetectorService:
                 "model %s refused, still scoring with %s: %s", current, self.scorer.version, exc
             )
             return
-        self._swap_model(bundle)
-        self.metrics.model_load_seconds.set(time.perf_counter() - started)
         self.metrics.model_reloads.labels("loaded").inc()
 
     def _evaluate_drift(self) -> None:
