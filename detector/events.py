@@ -8,7 +8,7 @@ with a stable reason code that becomes the dead letter's reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -44,6 +44,15 @@ def parse_time_ms(value: Any, key: str) -> int:
         except ValueError:
             pass
     raise BadEventError("bad_value", f"{key} = {value!r}: expected ISO 8601 or epoch milliseconds")
+
+
+def format_time_ms(epoch_ms: float) -> str:
+    """Epoch milliseconds -> ISO 8601 UTC with milliseconds and a Z, as alerts carry it."""
+    return (
+        datetime.fromtimestamp(epoch_ms / 1000.0, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 @dataclass(slots=True)

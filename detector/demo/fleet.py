@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+
+from detector.events import format_time_ms
 
 FEATURES = (
     "temperature_c",
@@ -174,11 +176,7 @@ def _inject(x: np.ndarray, spec: FleetSpec, start_step: int, scenarios: Sequence
 
 
 def _iso(spec: FleetSpec, step: int) -> str:
-    return (
-        (spec.start + timedelta(seconds=step * spec.interval_s))
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return format_time_ms((spec.start.timestamp() + step * spec.interval_s) * 1000.0)
 
 
 def normal_events(spec: FleetSpec, n_steps: int) -> list[dict[str, Any]]:

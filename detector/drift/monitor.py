@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 from scipy.stats import binom
 
+from detector.events import format_time_ms
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
 from detector.settings import DriftSettings, KafkaSettings
@@ -228,9 +228,7 @@ class DriftMonitor:
         event = {
             "type": "drift",
             "test": test,
-            "detected_at": datetime.now(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "detected_at": format_time_ms(time.time() * 1000.0),
             "model_version": self.version,
             "thresholds": {
                 "alert_rate_p_value": self.cfg.alert_rate_p_value,

@@ -13,7 +13,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 from detector.errors import TrainingError
+from detector.events import format_time_ms
 from detector.features.encoder import FeatureEncoder
 from detector.features.spec import FeatureSpec, infer_spec
 from detector.model.bundle import ModelBundle, library_versions
@@ -288,5 +288,5 @@ def train(
         thresholds=thresholds,
         calibration_rows=stored,
         summary=summary,
-        created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        created_at=format_time_ms(time.time() * 1000.0),
     )

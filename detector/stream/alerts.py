@@ -8,13 +8,14 @@ headers. The JSON Schema of the alert is ``detector/schemas/alert.schema.json``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from detector.events import format_time_ms
 from detector.model.scorer import ScoreResult
 
 # A fixed namespace: alert ids stay stable across versions and replicas.
@@ -31,14 +32,6 @@ SOURCE_TIMESTAMP_HEADER = "detector.source.timestamp_ms"
 
 def alert_id(topic: str, partition: int, offset: int) -> str:
     return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
-
-
-def iso_ms(epoch_ms: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000.0, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +58,14 @@ def build_alert(
     """The alert document for row ``i`` of a scored batch."""
     ll = float(result.log_likelihood[i])
     pct = float(result.percentile[i])
-    detected = detected_ms if detected_ms is not None else datetime.now(UTC).timestamp() * 1000.0
+    detected = detected_ms if detected_ms is not None else time.time() * 1000.0
     event_ms = event_time_ms if event_time_ms is not None else source.timestamp_ms
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "alert_id": alert_id(source.topic, source.partition, source.offset),
         "entity": entity,
-        "event_time": iso_ms(event_ms) if event_ms is not None else None,
-        "detected_at": iso_ms(detected),
+        "event_time": format_time_ms(event_ms) if event_ms is not None else None,
+        "detected_at": format_time_ms(detected),
         "severity": result.severity_name(i),
         "log_likelihood": ll,
         "anomaly_score": -ll,
