@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -222,19 +223,23 @@ class ModelRegistry:
         if not self.versions_dir.is_dir():
             return []
         infos = []
+        current = self.current()
         for d in self.versions_dir.iterdir():
             if d.is_dir() and not d.name.startswith("."):
                 try:
-                    infos.append(self.info(d.name))
+                    infos.append(self._info(d.name, current))
                 except ModelIntegrityError:
                     continue  # listed by `models list` as broken via verify; not loadable
         return sorted(infos, key=lambda i: (i.created_at, i.version))
 
     def info(self, version: str) -> VersionInfo:
+        return self._info(version, self.current())
+
+    def _info(self, version: str, current: str | None) -> VersionInfo:
         d = self.versions_dir / version
         if not d.is_dir():
             raise RegistryError(f"no model version {version!r} in {self.versions_dir}")
-        manifest = self._read_manifest(d)
+        _, manifest = self._read_manifest(d)
         rejected = None
         if (d / REJECTED_FILE).exists():
             rejected = json.loads((d / REJECTED_FILE).read_text())
@@ -243,12 +248,14 @@ class ModelRegistry:
             str(manifest.get("created_at", "")),
             manifest,
             rejected,
-            version == self.current(),
+            version == current,
         )
 
-    def _read_manifest(self, d: Path) -> dict[str, Any]:
+    def _read_manifest(self, d: Path) -> tuple[bytes, dict[str, Any]]:
+        """The manifest's bytes (what the signature covers) and their parsed content."""
         try:
-            data = json.loads((d / MANIFEST_FILE).read_bytes())
+            raw = (d / MANIFEST_FILE).read_bytes()
+            data = json.loads(raw)
         except FileNotFoundError:
             raise ModelIntegrityError("manifest", f"{d / MANIFEST_FILE} is missing") from None
         except ValueError as exc:
@@ -257,7 +264,7 @@ class ModelRegistry:
             ) from None
         if not isinstance(data, dict):
             raise ModelIntegrityError("manifest", f"{d / MANIFEST_FILE} is not a JSON object")
-        return data
+        return raw, data
 
     def _sign(self, manifest_bytes: bytes) -> str:
         assert self._key is not None
@@ -265,13 +272,16 @@ class ModelRegistry:
 
     def verify(self, version: str) -> dict[str, Any]:
         """Run every check that does not need unpickling; return the manifest."""
+        return self._verified(version)[0]
+
+    def _verified(self, version: str) -> tuple[dict[str, Any], bytes]:
+        """The manifest and the bundle's bytes, after every check on exactly those bytes."""
         d = self.versions_dir / version
         if not d.is_dir():
             raise ModelIntegrityError(
                 "missing", f"model version {version!r} not found in {self.versions_dir}"
             )
-        manifest_path = d / MANIFEST_FILE
-        manifest = self._read_manifest(d)
+        manifest_bytes, manifest = self._read_manifest(d)
         if self._key is not None:
             sig_path = d / SIGNATURE_FILE
             if not sig_path.exists():
@@ -279,7 +289,7 @@ class ModelRegistry:
                     "signature",
                     f"version {version} has no {SIGNATURE_FILE} but registry.signing_key is set",
                 )
-            expected = self._sign(manifest_path.read_bytes())
+            expected = self._sign(manifest_bytes)
             if not hmac.compare_digest(expected, sig_path.read_text().strip()):
                 raise ModelIntegrityError(
                     "signature",
@@ -290,7 +300,8 @@ class ModelRegistry:
             raise ModelIntegrityError(
                 "missing", f"version {version}: {bundle_path.name} is missing"
             )
-        actual = _sha256(bundle_path)
+        bundle_bytes = bundle_path.read_bytes()
+        actual = hashlib.sha256(bundle_bytes).hexdigest()
         if actual != manifest.get("sha256"):
             raise ModelIntegrityError(
                 "checksum",
@@ -306,7 +317,7 @@ class ModelRegistry:
                     "library_version", msg + " (registry.on_library_mismatch = refuse)"
                 )
             log.warning("%s; loading anyway (registry.on_library_mismatch = warn)", msg)
-        return manifest
+        return manifest, bundle_bytes
 
     def load(self, version: str | None = None) -> ModelBundle:
         """Verify, then unpickle. ``None`` loads CURRENT."""
@@ -316,9 +327,10 @@ class ModelRegistry:
                 raise RegistryError(
                     f"no CURRENT model in {self.root}; train one with `detector train`"
                 )
-        self.verify(version)
+        # Unpickle the very bytes that were verified: the file may change after the check.
+        _, bundle_bytes = self._verified(version)
         with warnings_as_log():
-            bundle = joblib.load(self.versions_dir / version / BUNDLE_FILE)
+            bundle = joblib.load(io.BytesIO(bundle_bytes))
         if not isinstance(bundle, ModelBundle):
             raise ModelIntegrityError(
                 "manifest", f"version {version}: the bundle is not a ModelBundle"
