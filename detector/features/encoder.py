@@ -74,25 +74,18 @@ class FeatureEncoder:
         for j, name in enumerate(self.spec.numeric):
             if fast is not None:
                 values = fast[:, j]
-                missing[:, j] = np.isnan(values)
-                for i in np.flatnonzero(np.isinf(values)):
-                    errors.setdefault(
-                        int(i),
-                        ("bad_value", f"{name} = {values[i]}: infinite values are not allowed"),
-                    )
-                continue
-            column = [row.get(name) for row in rows]
-            if set(map(type, column)) <= _NUMBER_TYPES:  # the fast path: all plain numbers
-                values = np.asarray(column, dtype=np.float64)
             else:
-                values = self._numeric_slow(name, column, errors)
+                column = [row.get(name) for row in rows]
+                if set(map(type, column)) <= _NUMBER_TYPES:  # all plain numbers
+                    values = np.asarray(column, dtype=np.float64)
+                else:
+                    values = self._numeric_slow(name, column, errors)
+                matrix[:, j] = values
             missing[:, j] = np.isnan(values)
-            infinite = np.isinf(values)
-            for i in np.flatnonzero(infinite):
+            for i in np.flatnonzero(np.isinf(values)):
                 errors.setdefault(
                     int(i), ("bad_value", f"{name} = {values[i]}: infinite values are not allowed")
                 )
-            matrix[:, j] = values
         for j in self._log1p_cols:
             name = self.spec.numeric[j]
             below = matrix[:, j] < -1.0
