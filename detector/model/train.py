@@ -173,15 +173,12 @@ def train(
     labels: np.ndarray | None = None,
     spec: FeatureSpec | None = None,
     progress: ProgressCallback | None = None,
-    time_ordered: bool = False,
 ) -> ModelBundle:
     """Train a model bundle on the normal rows among ``rows``.
 
     ``labels`` (0 normal, nonzero anomaly) drops anomalous rows; ``spec`` fixes the
     features (retraining keeps the current model's), otherwise it comes from settings or
-    is inferred from the rows. ``time_ordered`` (rows sorted by event time) calibrates on
-    the newest rows instead of a random share, so thresholds measure how the model does on
-    data later than what it was fitted on: what a stream with temporal structure needs.
+    is inferred from the rows.
     """
     started = time.perf_counter()
     cfg = settings.model
@@ -209,11 +206,8 @@ def train(
 
     rng = np.random.default_rng(cfg.random_seed)
     n_cal = max(1, round(n * settings.training.calibration_fraction))
-    if time_ordered:
-        cal_x, fit_x = matrix[n - n_cal :], matrix[: n - n_cal]
-    else:
-        order = rng.permutation(n)
-        cal_x, fit_x = matrix[order[:n_cal]], matrix[order[n_cal:]]
+    order = rng.permutation(n)
+    cal_x, fit_x = matrix[order[:n_cal]], matrix[order[n_cal:]]
 
     scaler = StandardScaler().fit(fit_x)
     fit_s = scaler.transform(fit_x)
@@ -235,6 +229,7 @@ def train(
 
     cal_scores = gmm.score_samples(cal_s)
     thresholds = Thresholds.calibrate(cal_scores, settings.thresholds.levels)
+    cal_normal = cal_scores[cal_scores >= thresholds.log_likelihood[0]]
     stored = cal_s
     if stored.shape[0] > settings.training.max_calibration_rows_stored:
         stored = stored[: settings.training.max_calibration_rows_stored]
@@ -247,7 +242,7 @@ def train(
             "fit": int(fit_x.shape[0]),
             "calibration": int(n_cal),
             "bic_subsample": int(sub.shape[0]),
-            "calibration_split": "newest rows" if time_ordered else "random",
+            "calibration_split": "random",
         },
         "grid": [asdict(c) for c in cells],
         "chosen": {
@@ -265,12 +260,8 @@ def train(
         "calibration_std_log_likelihood": float(cal_scores.std()),
         # Over calibration rows that do not alert: what the drift monitor compares the
         # window's non-alerting rows with, so faults (which alert) cannot fake a drift.
-        "calibration_normal_mean_log_likelihood": float(
-            cal_scores[cal_scores >= thresholds.log_likelihood[0]].mean()
-        ),
-        "calibration_normal_std_log_likelihood": float(
-            cal_scores[cal_scores >= thresholds.log_likelihood[0]].std()
-        ),
+        "calibration_normal_mean_log_likelihood": float(cal_normal.mean()),
+        "calibration_normal_std_log_likelihood": float(cal_normal.std()),
         "reference": reference_statistics(spec, fit_x),
         "libraries": library_versions(),
         "settings": {
