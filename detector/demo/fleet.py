@@ -247,14 +247,6 @@ def malformed_records(max_record_bytes: int) -> list[bytes]:
     ]
 
 
-def to_matrix(events: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Rows in FEATURES order, NaN for missing."""
-    return np.array(
-        [[np.nan if (v := e["values"].get(f)) is None else v for f in FEATURES] for e in events],
-        dtype=np.float64,
-    )
-
-
 def write_csv(events: Sequence[dict[str, Any]], path: Path) -> None:
     """Normal events as CSV: timestamp, entity, features, label (0)."""
     with path.open("w", newline="") as fh:

@@ -100,15 +100,6 @@ class Scorer:
         """Score value mappings (feature name -> number or category)."""
         return self.score_encoded(self.encoder.encode(rows), rows)
 
-    def score_matrix(self, matrix: np.ndarray) -> ScoreResult:
-        """Score an already encoded (n, columns) matrix, NaN = missing."""
-        x = np.asarray(matrix, dtype=np.float64)
-        missing_cols = np.isnan(x)
-        missing = (missing_cols.astype(np.float64) @ self._to_feature) > 0
-        batch = EncodedBatch(x, missing, np.zeros(x.shape[0], dtype=np.int64), {})
-        self.encoder._apply_missing_policy(missing, batch.errors)
-        return self.score_encoded(batch)
-
     def score_encoded(
         self, batch: EncodedBatch, rows: Sequence[Mapping[str, Any]] | None = None
     ) -> ScoreResult:

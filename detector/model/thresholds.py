@@ -48,13 +48,6 @@ class Thresholds:
         rank = np.searchsorted(self.sorted_scores, log_likelihood, side="right")
         return 100.0 * rank / self.sorted_scores.size
 
-    def severity_of(self, log_likelihood: np.ndarray) -> np.ndarray:
-        """0 = no alert, i = names[i-1]; the most severe threshold crossed wins."""
-        sev = np.zeros(log_likelihood.shape, dtype=np.int8)
-        for level, thr in enumerate(self.log_likelihood, start=1):
-            sev[log_likelihood < thr] = level
-        return sev
-
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {
             n: {"percentile": float(p), "log_likelihood": float(t)}
