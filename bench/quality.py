@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from detector.features.encoder import FeatureEncoder
 from detector.io.tables import read_table
+from detector.model.evaluate import quality
 from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.settings import Settings, load_settings
@@ -75,20 +76,23 @@ def run_dataset(folder: Path, settings: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = scorer.score(te.rows)
     score_s = time.perf_counter() - t0
-    proj = figures(
-        "detector (GMM, BIC)",
-        -res.log_likelihood,
-        y,
-        -bundle.thresholds.sorted_scores,
-        fit_s,
-        score_s,
+    # The project's own thresholds, exactly as the service applies them, and the figures
+    # `detector evaluate` reports.
+    q = quality(res, te.labels)
+    warning, critical = (
+        q["per_severity"][n] for n in (res.severity_names[0], res.severity_names[-1])
     )
-    # The project's own thresholds, exactly as the service applies them:
-    ok = np.isfinite(res.log_likelihood)
-    proj["alert_rate_normal_warning"] = float((res.severity[ok & ~y] >= 1).mean())
-    proj["recall_warning"] = float((res.severity[ok & y] >= 1).mean())
-    proj["recall_critical"] = float((res.severity[ok & y] >= 2).mean())
-    proj["alert_rate_normal_critical"] = float((res.severity[ok & ~y] >= 2).mean())
+    proj: dict[str, Any] = {
+        "detector": "detector (GMM, BIC)",
+        "auroc": q["auroc"],
+        "auprc": q["auprc"],
+        "alert_rate_normal_warning": warning["alert_rate_normal"],
+        "recall_warning": warning["recall_anomalous"],
+        "recall_critical": critical["recall_anomalous"],
+        "alert_rate_normal_critical": critical["alert_rate_normal"],
+        "fit_s": fit_s,
+        "score_rows_per_s": len(te.rows) / max(score_s, 1e-9),
+    }
     proj["model"] = (
         f"K={bundle.summary['chosen']['n_components']} {bundle.summary['chosen']['covariance_type']}"
     )
