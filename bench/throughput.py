@@ -186,7 +186,7 @@ def run_service(settings: Settings, n: int, broker_pid: int) -> dict[str, Any]:
 
     def first_batch(sb: ScoredBatch, producer: Any) -> list[Any]:
         if "first" not in marks:
-            marks["first"] = (time.perf_counter(), len(sb.records), cpu_s(), cpu_s(broker_pid))
+            marks["first"] = (time.perf_counter(), len(sb.batch), cpu_s(), cpu_s(broker_pid))
         return []
 
     service = DetectorService(run_settings, observers=[first_batch])

@@ -12,11 +12,29 @@ The library surface is small on purpose::
     result = scorer.score(rows)                    # log_likelihood, percentile, severity...
 """
 
-from detector.model.bundle import ModelBundle
-from detector.model.scorer import Scorer, ScoreResult
-from detector.model.train import train
-from detector.registry.store import ModelRegistry
-from detector.settings import Settings, load_settings
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detector.model.bundle import ModelBundle
+    from detector.model.scorer import Scorer, ScoreResult
+    from detector.model.train import train
+    from detector.registry.store import ModelRegistry
+    from detector.settings import Settings, load_settings
+
+# Imported on first use: the fetch process imports ``detector.stream.fetcher`` and must
+# not pay for the model stack (scikit-learn, scipy) it never uses.
+_EXPORTS = {
+    "ModelBundle": "detector.model.bundle",
+    "ModelRegistry": "detector.registry.store",
+    "ScoreResult": "detector.model.scorer",
+    "Scorer": "detector.model.scorer",
+    "Settings": "detector.settings",
+    "load_settings": "detector.settings",
+    "train": "detector.model.train",
+}
 
 __all__ = [
     "ModelBundle",
@@ -27,3 +45,10 @@ __all__ = [
     "load_settings",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'detector' has no attribute {name!r}")
+    return getattr(import_module(module), name)

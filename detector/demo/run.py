@@ -76,7 +76,8 @@ class Recorder:
     def __call__(self, sb: ScoredBatch, producer: Any) -> list[Any]:
         now = time.monotonic() - self.t0
         r = sb.result
-        pos = [(sb.records[i].partition, sb.records[i].offset) for i in sb.scored_index]
+        b = sb.batch
+        pos = [(b.partitions[i], b.offsets[i]) for i in sb.scored_index]
         thr = np.full((len(pos), 2), np.nan)
         with self.lock:
             self.position.extend(pos)
@@ -88,8 +89,7 @@ class Recorder:
             for row, contribs in r.top_features.items():
                 self.contributions.append((pos[row], {c.feature: c.contribution for c in contribs}))
             for p, reason, _ in sb.dead_letters:
-                rec = sb.records[p]
-                self.dead.append((rec.partition, rec.offset, reason))
+                self.dead.append((b.partitions[p], b.offsets[p], reason))
         return []
 
 

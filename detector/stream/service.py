@@ -3,6 +3,10 @@
     poll -> parse -> score -> publish alerts and dead letters -> commit (once acknowledged)
          -> observe (drift window) -> reload the model if CURRENT changed
 
+``poll`` and ``commit`` go through a fetcher (``detector.stream.fetcher``): by default the
+Kafka consumer runs in a child process that fetches the next batch while this one is
+scored; the loop is the same either way.
+
 At-least-once: a batch's offsets are committed only after every alert and dead letter
 it produced is acknowledged by the broker. Sends are asynchronous and commits trail them
 in batch order, so the loop never blocks on a round trip while the promise still holds:
@@ -24,10 +28,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 from threadpoolctl import threadpool_limits
 
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
@@ -40,14 +42,15 @@ from detector.model.scorer import Scorer, ScoreResult
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_headers
-from detector.stream.clients import make_consumer, make_producer
+from detector.stream.clients import make_producer
+from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
 
 log = logging.getLogger(__name__)
 
 # Batches whose sends may be in flight before the loop waits for the oldest: bounds
 # memory and the redelivery after a crash, while one slow ack never stalls the loop.
 MAX_PENDING_BATCHES = 16
-# Lag is read from the consumer's cached high watermarks; once a second is plenty.
+# Lag is read from the fetcher's cached high watermarks; once a second is plenty.
 LAG_INTERVAL_S = 1.0
 # Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
 BACKOFF_START_S = 0.5
@@ -78,8 +81,8 @@ class Pending:
 class ScoredBatch:
     """What one batch became; handed to observers (drift window, demo, benchmarks)."""
 
-    records: list[ConsumerRecord]
-    scored_index: list[int]  # positions in ``records`` of rows that were scored
+    batch: RecordBatch
+    scored_index: list[int]  # positions in ``batch`` of rows that were scored
     entities: list[str | None]
     event_times_ms: list[int]
     values: list[dict[str, Any]]
@@ -92,25 +95,6 @@ class ScoredBatch:
 
 
 BatchObserver = Callable[[ScoredBatch, KafkaProducer], list[Any]]
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, service: DetectorService) -> None:
-        self.service = service
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        # Commit what is done before another replica takes these partitions over.
-        self.service.metrics.rebalances.labels("revoked").inc()
-        log.info("partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
-        self.service._drain_and_commit()
-        if self.service.temporal is not None:
-            self.service.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.service.metrics.rebalances.labels("assigned").inc()
-        self.service.metrics.assigned_partitions.set(len(assigned))
-        self.service.health.partitions = len(assigned)
-        log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
 
 
 class DetectorService:
@@ -147,9 +131,10 @@ class DetectorService:
         self._pending: deque[Pending] = deque()
         self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._next_commit = 0.0
-        self._consumer: KafkaConsumer | None = None
+        self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
         self.consumed = 0
+        self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -182,7 +167,7 @@ class DetectorService:
                 backoff = BACKOFF_START_S
                 if finished:
                     return
-            except (KafkaError, DeliveryError, OSError) as exc:
+            except (KafkaError, DeliveryError, FetcherError, OSError) as exc:
                 self.metrics.broker_errors.inc()
                 self.health.connected = False
                 self.health.reason = f"{type(exc).__name__}: {exc}"
@@ -205,10 +190,9 @@ class DetectorService:
         cfg = self.settings.kafka
         self._pending.clear()
         self._acked = {}
-        self._producer = make_producer(cfg)
-        self._consumer = make_consumer(cfg)
         try:
-            self._consumer.subscribe([cfg.input_topic], listener=_Rebalance(self))
+            self._producer = make_producer(cfg)
+            self._fetcher = open_fetcher(self.settings, self)
             self.health.connected = True
             self.health.reason = "connected"
             log.info(
@@ -217,12 +201,12 @@ class DetectorService:
                 cfg.group_id,
                 cfg.bootstrap_servers,
             )
-            last_record = time.monotonic()
+            self._idle_since = time.monotonic()
             while not self.stopping:
                 batch = self._poll()
                 self.health.beat()
                 if batch:
-                    last_record = time.monotonic()
+                    self._idle_since = time.monotonic()
                     self._process(batch)
                 self._commit_ready()
                 self._evaluate_drift()
@@ -230,7 +214,8 @@ class DetectorService:
                 self._update_lag()
                 if max_events is not None and self.consumed >= max_events:
                     break
-                if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
+                idle_s = time.monotonic() - self._idle_since
+                if idle_timeout_s is not None and idle_s > idle_timeout_s:
                     break
             self._drain_and_commit()
             return True
@@ -238,8 +223,8 @@ class DetectorService:
             self._close()
 
     def _close(self) -> None:
-        consumer, producer = self._consumer, self._producer
-        self._consumer = self._producer = None
+        fetcher, producer = self._fetcher, self._producer
+        self._fetcher, self._producer = None, None
         self.health.connected = False
         self.health.partitions = 0
         if producer is not None:
@@ -247,11 +232,11 @@ class DetectorService:
                 producer.close(timeout=self.settings.service.shutdown_grace_s)
             except Exception:  # closing after a broker failure must not mask that failure
                 log.debug("producer close failed", exc_info=True)
-        if consumer is not None:
+        if fetcher is not None:
             try:
-                consumer.close(autocommit=False)  # leaves the group: partitions move at once
+                fetcher.close()  # leaves the group: partitions move at once
             except Exception:
-                log.debug("consumer close failed", exc_info=True)
+                log.debug("fetcher close failed", exc_info=True)
 
     # -- the stages --------------------------------------------------------------------
     @contextmanager
@@ -262,16 +247,12 @@ class DetectorService:
         self.metrics.stage_seconds.labels(name).observe(took)
         self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
 
-    def _poll(self) -> list[ConsumerRecord]:
-        assert self._consumer is not None
+    def _poll(self) -> RecordBatch | None:
+        assert self._fetcher is not None
         with self._stage("poll"):
-            polled = self._consumer.poll(
-                timeout_ms=self.settings.service.poll_timeout_ms,
-                max_records=self.settings.kafka.max_poll_records,
-            )
-        return [rec for records in polled.values() for rec in records]
+            return self._fetcher.poll(self.settings.service.poll_timeout_ms)
 
-    def _process(self, batch: list[ConsumerRecord]) -> None:
+    def _process(self, batch: RecordBatch) -> None:
         assert self.scorer is not None and self._producer is not None
         n = len(batch)
         self.consumed += n
@@ -298,10 +279,7 @@ class DetectorService:
                     # Drift and sampling are advisory: a failure there must not stop scoring.
                     self.metrics.observer_errors.inc()
                     log.exception("batch observer %r failed; scoring continues", observer)
-        offsets: dict[TopicPartition, int] = {}
-        for rec in batch:  # records of a partition arrive in offset order
-            offsets[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
-        self._pending.append(Pending(offsets, futures))
+        self._pending.append(Pending(batch.next_offsets, futures))
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch of %d: %d scored, %d alerts, %d dead letters, %d sends in flight",
@@ -314,12 +292,14 @@ class DetectorService:
         if len(self._pending) > MAX_PENDING_BATCHES:
             self._wait_oldest()
 
-    def _parse(self, batch: list[ConsumerRecord]) -> ScoredBatch:
-        parsed = self.parser.parse_batch([rec.value for rec in batch])
-        times = [
-            t if t is not None else rec.timestamp
-            for t, rec in zip(parsed.event_times_ms, batch, strict=True)
-        ]
+    def _parse(self, batch: RecordBatch) -> ScoredBatch:
+        parsed = self.parser.parse_batch(batch.values)
+        times: list[int] = parsed.event_times_ms  # type: ignore[assignment]
+        if None in times:  # events without a time take the record's timestamp
+            times = [
+                t if t is not None else ts
+                for t, ts in zip(parsed.event_times_ms, batch.timestamps_ms, strict=True)
+            ]
         assert self.scorer is not None
         if not parsed.errors:  # the common case: every record is an event
             index = list(range(len(batch)))
@@ -347,21 +327,20 @@ class DetectorService:
         # Rows the scorer refused (a string where a number belongs...) are dead letters too.
         for row, (reason, message) in result.errors.items():
             sb.dead_letters.append((sb.scored_index[row], reason, message))
+        batch = sb.batch
         for pos, reason, message in sb.dead_letters:
-            rec = sb.records[pos]
-            source = Source(rec.topic, rec.partition, rec.offset, rec.timestamp)
             futures.append(
                 self._producer.send(
                     cfg.dead_letter_topic,
-                    value=rec.value,
-                    key=rec.key,
-                    headers=dead_letter_headers(source, reason, message),
+                    value=batch.values[pos],
+                    key=batch.keys[pos],
+                    headers=dead_letter_headers(_source(batch, pos), reason, message),
                 )
             )
             self.metrics.dead_letters.labels(reason).inc()
         n_dead = len(sb.dead_letters)
         self.metrics.events.labels("dead_lettered").inc(n_dead)
-        self.metrics.events.labels("scored").inc(len(sb.records) - n_dead)
+        self.metrics.events.labels("scored").inc(len(batch) - n_dead)
 
         valid = np.isfinite(result.log_likelihood)
         if valid.any():
@@ -375,11 +354,11 @@ class DetectorService:
             if not send:
                 self.metrics.alerts_suppressed.inc()
                 continue
-            rec = sb.records[sb.scored_index[row]]
+            pos = sb.scored_index[row]
             alert = build_alert(
                 result,
                 row,
-                source=Source(rec.topic, rec.partition, rec.offset, rec.timestamp),
+                source=_source(batch, pos),
                 entity=entity,
                 event_time_ms=event_ms,
                 model_version=sb.model_version,
@@ -389,7 +368,7 @@ class DetectorService:
                 suppressed_count=suppressed,
             )
             sb.alerts.append(alert)
-            key = entity.encode() if entity is not None else rec.key
+            key = entity.encode() if entity is not None else batch.keys[pos]
             futures.append(
                 self._producer.send(
                     cfg.alerts_topic,
@@ -442,7 +421,7 @@ class DetectorService:
 
     def _drain_and_commit(self) -> None:
         """Wait for every send in flight, then commit all processed offsets synchronously."""
-        if self._producer is None or self._consumer is None:
+        if self._producer is None or self._fetcher is None:
             return
         with self._stage("drain"):
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
@@ -459,21 +438,27 @@ class DetectorService:
                 self._commit(ready, sync=True)
 
     def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
-        assert self._consumer is not None
-        meta = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        assert self._fetcher is not None
         with self._stage("commit"):
-            if sync:
-                self._consumer.commit(meta)
-            else:
-                self._consumer.commit_async(meta, callback=self._on_commit)
+            self._fetcher.commit(offsets, sync)
         self.metrics.commits.inc()
         self.metrics.last_commit.set_to_current_time()
 
-    @staticmethod
-    def _on_commit(offsets: Any, response: Any) -> None:
-        if isinstance(response, Exception):
-            # A lost async commit only means redelivery after a crash; the next one covers it.
-            log.warning("offset commit failed: %s", response)
+    # -- rebalances (the fetcher calls these) --------------------------------------------
+    def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        # Commit what is done before another replica takes these partitions over.
+        self.metrics.rebalances.labels("revoked").inc()
+        log.info("partitions revoked: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
+        self._drain_and_commit()
+        if self.temporal is not None:
+            self.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        self.metrics.assigned_partitions.set(len(partitions))
+        self.health.partitions = len(partitions)
+        self._idle_since = time.monotonic()  # a group join is not idleness: count from here
+        log.info("partitions assigned: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
 
     # -- model -------------------------------------------------------------------------
     def _load_model(self, version: str | None) -> None:
@@ -533,19 +518,17 @@ class DetectorService:
 
     def _update_lag(self) -> None:
         now = time.monotonic()
-        if now < self._next_lag or self._consumer is None:
+        if now < self._next_lag or self._fetcher is None:
             return
         self._next_lag = now + LAG_INTERVAL_S
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = self._consumer.position(tp, timeout_ms=0)
-            except (KafkaError, TypeError):
-                continue
-            if position is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+        for tp, lag in self._fetcher.lag().items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _source(batch: RecordBatch, pos: int) -> Source:
+    return Source(
+        batch.topics[pos], batch.partitions[pos], batch.offsets[pos], batch.timestamps_ms[pos]
+    )
 
 
 _EMPTY = ScoreResult(
