@@ -200,7 +200,7 @@ class ProcessFetcher:
     def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
         self.handler = handler
         self._lag: dict[TopicPartition, int] = {}
-        self._early: deque[RecordBatch] = deque()  # batches read while awaiting a reply
+        self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
         self._commit_timeout_s = settings.kafka.request_timeout_ms / 1000.0 + 5.0
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -234,8 +234,12 @@ class ProcessFetcher:
         return self._proc.pid
 
     def poll(self, timeout_ms: int) -> RecordBatch | None:
-        if self._early:
-            return self._early.popleft()
+        while self._early:  # what arrived while a sync commit waited, in arrival order
+            kind, payload = self._early.popleft()
+            if kind == "batch":
+                early: RecordBatch = payload
+                return early
+            self._handle(kind, payload)
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
             remaining = deadline - time.monotonic()
@@ -266,24 +270,39 @@ class ProcessFetcher:
                 if payload is not None:
                     raise FetcherError(f"offset commit failed: {payload}")
                 return
-            if kind == "batch":
-                self._early.append(payload)  # handled by the next poll, in order
+            if kind == "lag":
+                self._lag = payload
             else:
-                self._handle(kind, payload)
+                # A batch, or a revocation that came after batches not yet handled:
+                # keep the order, so a revocation commits everything before it.
+                self._early.append((kind, payload))
 
     def lag(self) -> dict[TopicPartition, int]:
         return self._lag
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(FetcherError):
             self._send("stop", None)
+        # The child may be blocked writing a batch into a full pipe: keep reading (and
+        # dropping: nothing unread was committed, so it is redelivered) until it exits.
+        deadline = time.monotonic() + CHILD_EXIT_TIMEOUT_S
         try:
-            self._proc.wait(CHILD_EXIT_TIMEOUT_S)
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if self._from_child.poll(0.05):
+                        self._from_child.recv_bytes()
+                except (EOFError, OSError):
+                    self._proc.wait(max(0.0, deadline - time.monotonic()))
+            if self._proc.poll() is None:
+                log.warning("fetch process %d did not exit; killing it", self._proc.pid)
+                self._proc.kill()
+                self._proc.wait()
         except subprocess.TimeoutExpired:
             log.warning("fetch process %d did not exit; killing it", self._proc.pid)
             self._proc.kill()
             self._proc.wait()
         finally:
+            self._early.clear()
             self._to_child.close()
             self._from_child.close()
 
@@ -362,8 +381,10 @@ class _Child:
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         # The service finishes every batch sent before this message, waits for their
         # acknowledgements and sends the commit; only then may the partitions move.
-        if self.service_gone:
-            return  # nothing to commit: the next owner re-reads the uncommitted records
+        if self.service_gone or self.stopping:
+            # Nothing more to commit: the service committed its finished work before
+            # "stop", or it is gone; the next owner re-reads anything uncommitted.
+            return
         self.send("revoked", partitions)
         timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
         deadline = time.monotonic() + timeout_s

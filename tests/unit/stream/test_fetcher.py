@@ -1,0 +1,179 @@
+"""The fetcher: batches as flat columns, the fetch process's handshakes and its failures."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+import pytest
+from kafka import TopicPartition
+
+from detector.stream.fetcher import FetcherError, ProcessFetcher, RecordBatch, _Child
+from tests.unit.conftest import small_settings
+
+
+class Record(NamedTuple):
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def records(first_offset: int, n: int) -> list[Record]:
+    return [Record(first_offset + i, 1000 + i, None, b"v%d" % i) for i in range(n)]
+
+
+def test_a_poll_becomes_flat_columns_with_the_offsets_to_commit() -> None:
+    # Given a poll with two partitions and one empty partition
+    a, b, empty = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+    polled = {a: records(10, 3), empty: [], b: records(7, 2)}
+
+    # When it becomes a batch
+    batch = RecordBatch.from_poll(polled)  # type: ignore[arg-type]
+
+    # Then the columns keep poll order and each partition commits after its last record
+    assert batch is not None and len(batch) == 5
+    assert batch.partitions == [0, 0, 0, 1, 1]
+    assert batch.offsets == [10, 11, 12, 7, 8]
+    assert batch.values[3] == b"v0"
+    assert batch.next_offsets == {a: 13, b: 9}
+
+
+def test_an_empty_poll_is_no_batch() -> None:
+    assert RecordBatch.from_poll({}) is None
+    assert RecordBatch.from_poll({TopicPartition("t", 0): []}) is None
+
+
+def test_a_batch_pickles_under_its_module_name() -> None:
+    # The fetch process runs this module as __main__; the service must still load batches.
+    batch = RecordBatch.from_poll({TopicPartition("t", 0): records(0, 2)})  # type: ignore[dict-item]
+    data = pickle.dumps(batch, protocol=5)
+    assert b"detector.stream.fetcher" in data
+    assert pickle.loads(data) == batch
+
+
+class FakeFetcher:
+    def __init__(self) -> None:
+        self.commits: list[tuple[dict[TopicPartition, int], bool]] = []
+
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
+        self.commits.append((offsets, sync))
+
+
+def pipe() -> tuple[Connection, Connection]:
+    r, w = os.pipe()
+    return Connection(r, writable=False), Connection(w, readable=False)
+
+
+def send(conn: Connection, kind: str, payload: Any) -> None:
+    conn.send_bytes(pickle.dumps((kind, payload)))
+
+
+def recv(conn: Connection) -> tuple[str, Any]:
+    assert conn.poll(5), "nothing arrived"
+    message: tuple[str, Any] = pickle.loads(conn.recv_bytes())
+    return message
+
+
+def test_a_revocation_waits_for_the_services_commit_before_partitions_move() -> None:
+    settings = small_settings()
+    # Given the fetch process's side, and a service that answers a revocation with a
+    # synchronous commit of its finished work and then "resume"
+    to_child_r, to_child_w = pipe()
+    from_child_r, from_child_w = pipe()
+    child = _Child(from_child_w, to_child_r, settings)
+    fake = FakeFetcher()
+    child.fetcher = fake  # type: ignore[assignment]
+    tp = TopicPartition("t", 0)
+    send(to_child_w, "commit", ({tp: 42}, True))
+    send(to_child_w, "resume", None)
+
+    # When the consumer revokes the partition
+    child.on_revoked([tp])
+
+    # Then the service heard of it, the commit was made synchronously and confirmed,
+    # all before the revocation callback returned
+    assert recv(from_child_r) == ("revoked", [tp])
+    assert recv(from_child_r) == ("committed", None)
+    assert fake.commits == [({tp: 42}, True)]
+
+
+def test_a_revocation_after_the_service_died_commits_nothing() -> None:
+    settings = small_settings()
+    # Given the service's ends of both pipes closed (the service process was killed)
+    to_child_r, to_child_w = pipe()
+    from_child_r, from_child_w = pipe()
+    child = _Child(from_child_w, to_child_r, settings)
+    child.fetcher = FakeFetcher()  # type: ignore[assignment]
+    to_child_w.close()
+    from_child_r.close()
+
+    # When the consumer revokes on its way out, Then the child does not block or raise
+    with pytest.raises(BrokenPipeError):
+        child.on_revoked([TopicPartition("t", 0)])
+    assert child.service_gone
+    child.on_revoked([TopicPartition("t", 0)])  # later callbacks are no-ops
+    child.on_assigned([])
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_fetch_process_that_cannot_reach_kafka_reports_why() -> None:
+    settings = small_settings()
+    # Given settings naming a port where no broker listens
+    bad = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "bootstrap_servers": f"127.0.0.1:{closed_port()}",
+                    "bootstrap_timeout_ms": 1000,
+                }
+            )
+        }
+    )
+
+    # When the fetch process starts
+    fetcher = ProcessFetcher(bad, handler=None)  # type: ignore[arg-type]
+    try:
+        # Then the service's next poll raises a FetcherError with the child's reason
+        with pytest.raises(FetcherError, match=r"fetch process: .*Unable to bootstrap from .*127.0.0.1"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                fetcher.poll(500)
+    finally:
+        fetcher.close()
+    assert fetcher._proc.returncode is not None  # and it has exited
+
+
+def test_a_killed_fetch_process_ends_the_session_with_its_exit_code() -> None:
+    settings = small_settings()
+    # Given a fetch process that never gets to a broker
+    bad = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "bootstrap_servers": f"127.0.0.1:{closed_port()}",
+                    "bootstrap_timeout_ms": 60_000,
+                }
+            )
+        }
+    )
+    fetcher = ProcessFetcher(bad, handler=None)  # type: ignore[arg-type]
+    try:
+        # When it is killed
+        os.kill(fetcher.pid, 9)
+        fetcher._proc.wait(10)
+
+        # Then the next poll says it is gone and how it ended
+        with pytest.raises(FetcherError, match=r"gone .*exit code -9"):
+            fetcher.poll(1000)
+    finally:
+        fetcher.close()
