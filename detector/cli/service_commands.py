@@ -32,7 +32,10 @@ def run(
         int | None, typer.Option(help="Stop after this many events (testing).")
     ] = None,
     idle_timeout_s: Annotated[
-        float | None, typer.Option(help="Stop after this long without records (testing).")
+        float | None,
+        typer.Option(
+            help="Stop after this long without records, counted from the last record or partition assignment (testing)."
+        ),
     ] = None,
 ) -> None:
     """Run the detector service: score the input topic, publish alerts and dead letters."""

@@ -148,6 +148,8 @@ class DetectorService:
     def run(self, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Serve until ``stop()``, or ``max_events`` consumed, or ``idle_timeout_s`` without records.
 
+        The idle clock restarts at every partition assignment: a group join is not idleness.
+
         Kafka errors end the session and start a new one after a back-off (not ready
         meanwhile); nothing is committed that was not acknowledged.
         """

@@ -43,9 +43,13 @@ ALERT_SCHEMA = json.loads(
 )
 
 
-def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path) -> None:
-    # Given a model and 20,000 events with an injected anomaly every 100 events on 3 partitions
-    settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
+@pytest.mark.parametrize("fetch_process", [True, False], ids=["fetch-process", "in-process"])
+def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path, fetch_process: bool) -> None:
+    # Given a model and 20,000 events with an injected anomaly every 100 events on 3
+    # partitions, consumed by a fetch process (the default) or in the service's own process
+    settings = settings_for_test(
+        broker.bootstrap_servers, tmp_path / "models", service={"fetch_process": fetch_process}
+    )
     train_and_publish(settings)
     broker.create_topics([settings.kafka.input_topic], partitions=3)
     raws, anomalous = events_with_anomalies(20_000, seed=1)
@@ -233,6 +237,50 @@ def test_two_replicas_share_partitions_and_lose_nothing(broker, tmp_path: Path) 
     ids = {a["alert_id"] for a in alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)}
     for i in anomalous:
         assert alert_id(topic, produced[i].partition, produced[i].offset) in ids
+
+
+def test_a_replica_joining_mid_stream_takes_partitions_over_without_loss(
+    broker, tmp_path: Path
+) -> None:
+    # Given one replica busy with a steady stream of events on 3 partitions
+    settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
+    train_and_publish(settings)
+    topic = settings.kafka.input_topic
+    broker.create_topics([topic], partitions=3)
+    raws, anomalous = events_with_anomalies(30_000, seed=11)
+    produced: list = []
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs = [start_service_process(settings, logs[0], "--idle-timeout-s", "12")]
+    time.sleep(4)  # the first replica owns every partition
+
+    def feed() -> None:
+        for i in range(0, len(raws), 500):
+            produced.extend(produce(broker.bootstrap_servers, topic, raws[i : i + 500]))
+            time.sleep(0.15)  # ~10 s of stream: the join lands in the middle of it
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+
+    # When a second replica joins while batches are in flight (the first must hand over
+    # partitions mid-stream: revoke, commit what it finished, then let them go)
+    time.sleep(2)
+    procs.append(start_service_process(settings, logs[1], "--idle-timeout-s", "12"))
+    feeder.join(180)
+    for p in procs:
+        assert p.wait(180) == 0
+
+    # Then partitions moved, every offset is committed and every injected anomaly alerted
+    first, second = (log.read_text() for log in logs)
+    assert f"partitions revoked: ['{topic}-" in first, first[-3000:]
+    assert f"partitions assigned: ['{topic}-" in second, second[-3000:]
+    assert committed_total(broker.bootstrap_servers, settings.kafka.group_id, topic) == len(raws)
+    ids = {a["alert_id"] for a in alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)}
+    missing = [
+        i
+        for i in anomalous
+        if alert_id(topic, produced[i].partition, produced[i].offset) not in ids
+    ]
+    assert not missing
 
 
 def test_hot_reload_takes_new_version_and_refuses_tampered(broker, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import pytest
 from kafka import TopicPartition
 
+from detector.settings import Settings
 from detector.stream.fetcher import FetcherError, ProcessFetcher, RecordBatch, _Child
 from tests.unit.conftest import small_settings
 
@@ -120,31 +121,28 @@ def test_a_revocation_after_the_service_died_commits_nothing() -> None:
     child.on_assigned([])
 
 
-def closed_port() -> int:
+def unreachable_kafka(bootstrap_timeout_ms: int) -> Settings:
+    """Settings naming a loopback port where no broker listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_a_fetch_process_that_cannot_reach_kafka_reports_why() -> None:
-    settings = small_settings()
-    # Given settings naming a port where no broker listens
-    bad = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={
-                    "bootstrap_servers": f"127.0.0.1:{closed_port()}",
-                    "bootstrap_timeout_ms": 1000,
-                }
-            )
+        port = int(s.getsockname()[1])
+    return small_settings(
+        kafka={
+            "bootstrap_servers": f"127.0.0.1:{port}",
+            "bootstrap_timeout_ms": bootstrap_timeout_ms,
         }
     )
 
+
+def test_a_fetch_process_that_cannot_reach_kafka_reports_why() -> None:
+    # Given settings naming a port where no broker listens
     # When the fetch process starts
-    fetcher = ProcessFetcher(bad, handler=None)  # type: ignore[arg-type]
+    fetcher = ProcessFetcher(unreachable_kafka(1000), handler=None)  # type: ignore[arg-type]
     try:
         # Then the service's next poll raises a FetcherError with the child's reason
-        with pytest.raises(FetcherError, match=r"fetch process: .*Unable to bootstrap from .*127.0.0.1"):
+        with pytest.raises(
+            FetcherError, match=r"fetch process: .*Unable to bootstrap from .*127.0.0.1"
+        ):
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 fetcher.poll(500)
@@ -154,19 +152,8 @@ def test_a_fetch_process_that_cannot_reach_kafka_reports_why() -> None:
 
 
 def test_a_killed_fetch_process_ends_the_session_with_its_exit_code() -> None:
-    settings = small_settings()
     # Given a fetch process that never gets to a broker
-    bad = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={
-                    "bootstrap_servers": f"127.0.0.1:{closed_port()}",
-                    "bootstrap_timeout_ms": 60_000,
-                }
-            )
-        }
-    )
-    fetcher = ProcessFetcher(bad, handler=None)  # type: ignore[arg-type]
+    fetcher = ProcessFetcher(unreachable_kafka(60_000), handler=None)  # type: ignore[arg-type]
     try:
         # When it is killed
         os.kill(fetcher.pid, 9)
