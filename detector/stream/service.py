@@ -135,6 +135,7 @@ class DetectorService:
         self._producer: KafkaProducer | None = None
         self.consumed = 0
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
+        self._joining = True  # between a revocation (or the start) and the next assignment
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -148,7 +149,7 @@ class DetectorService:
     def run(self, max_events: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Serve until ``stop()``, or ``max_events`` consumed, or ``idle_timeout_s`` without records.
 
-        The idle clock restarts at every partition assignment: a group join is not idleness.
+        The idle clock stops during a group join and restarts at the assignment.
 
         Kafka errors end the session and start a new one after a back-off (not ready
         meanwhile); nothing is committed that was not acknowledged.
@@ -204,6 +205,7 @@ class DetectorService:
                 cfg.bootstrap_servers,
             )
             self._idle_since = time.monotonic()
+            self._joining = True
             while not self.stopping:
                 batch = self._poll()
                 self.health.beat()
@@ -216,8 +218,9 @@ class DetectorService:
                 self._update_lag()
                 if max_events is not None and self.consumed >= max_events:
                     break
+                # A group join is not idleness (after a crash it can take a session timeout).
                 idle_s = time.monotonic() - self._idle_since
-                if idle_timeout_s is not None and idle_s > idle_timeout_s:
+                if idle_timeout_s is not None and not self._joining and idle_s > idle_timeout_s:
                     break
             self._drain_and_commit()
             return True
@@ -450,6 +453,7 @@ class DetectorService:
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         # Commit what is done before another replica takes these partitions over.
         self.metrics.rebalances.labels("revoked").inc()
+        self._joining = True
         log.info("partitions revoked: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
         self._drain_and_commit()
         if self.temporal is not None:
@@ -459,7 +463,8 @@ class DetectorService:
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(partitions))
         self.health.partitions = len(partitions)
-        self._idle_since = time.monotonic()  # a group join is not idleness: count from here
+        self._idle_since = time.monotonic()
+        self._joining = False
         log.info("partitions assigned: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
 
     # -- model -------------------------------------------------------------------------

@@ -251,12 +251,13 @@ def test_a_replica_joining_mid_stream_takes_partitions_over_without_loss(
     produced: list = []
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = [start_service_process(settings, logs[0], "--idle-timeout-s", "12")]
-    time.sleep(4)  # the first replica owns every partition
+    all_three = f"partitions assigned: ['{topic}-0', '{topic}-1', '{topic}-2']"
+    wait_for(lambda: all_three in logs[0].read_text(), 60, "the first replica owns every partition")
 
     def feed() -> None:
         for i in range(0, len(raws), 500):
             produced.extend(produce(broker.bootstrap_servers, topic, raws[i : i + 500]))
-            time.sleep(0.15)  # ~10 s of stream: the join lands in the middle of it
+            time.sleep(0.25)  # ~15 s of stream: the second join lands in the middle of it
 
     feeder = threading.Thread(target=feed)
     feeder.start()
