@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 # How long the child's poll waits when the topic is idle: also how late a commit or a stop
 # from the service is read then. Under load polls return at once.
 CHILD_POLL_TIMEOUT_MS = 100
+# How often the child reports consumer lag (the service's gauge reads the latest).
+CHILD_LAG_INTERVAL_S = 1.0
 # The batch pipe's kernel buffer: four ~230 kB batches fit, so a send is one write.
 PIPE_BYTES = 1 << 20
 # Waiting for the fetch process to leave its group and exit, at most.
@@ -192,6 +194,13 @@ def _on_commit(offsets: Any, response: Any) -> None:
 # Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, assigned,
 # lag, committed (reply to a sync commit: None or the error text), error. Service -> child:
 # settings (first), commit ((offsets, sync)), resume (after a revocation), stop.
+def _write(conn: Connection, kind: str, payload: Any) -> None:
+    conn.send_bytes(pickle.dumps((kind, payload), protocol=5))
+
+
+def _read(conn: Connection) -> tuple[str, Any]:
+    message: tuple[str, Any] = pickle.loads(conn.recv_bytes())
+    return message
 
 
 class ProcessFetcher:
@@ -292,15 +301,13 @@ class ProcessFetcher:
                     if self._from_child.poll(0.05):
                         self._from_child.recv_bytes()
                 except (EOFError, OSError):
-                    self._proc.wait(max(0.0, deadline - time.monotonic()))
-            if self._proc.poll() is None:
+                    break  # the child closed its end: it is exiting
+            try:
+                self._proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 log.warning("fetch process %d did not exit; killing it", self._proc.pid)
                 self._proc.kill()
                 self._proc.wait()
-        except subprocess.TimeoutExpired:
-            log.warning("fetch process %d did not exit; killing it", self._proc.pid)
-            self._proc.kill()
-            self._proc.wait()
         finally:
             self._early.clear()
             self._to_child.close()
@@ -323,16 +330,15 @@ class ProcessFetcher:
 
     def _send(self, kind: str, payload: Any) -> None:
         try:
-            self._to_child.send_bytes(pickle.dumps((kind, payload), protocol=5))
+            _write(self._to_child, kind, payload)
         except OSError as exc:
             raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
 
     def _recv(self) -> tuple[str, Any]:
         try:
-            message: tuple[str, Any] = pickle.loads(self._from_child.recv_bytes())
+            return _read(self._from_child)
         except (EOFError, OSError) as exc:
             raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
-        return message
 
     def _exit_status(self) -> str:
         code = self._proc.poll()
@@ -352,7 +358,7 @@ class _Child:
 
     def send(self, kind: str, payload: Any) -> None:
         try:
-            self.to_service.send_bytes(pickle.dumps((kind, payload), protocol=5))
+            _write(self.to_service, kind, payload)
         except OSError:
             self.service_gone = True
             raise
@@ -375,7 +381,7 @@ class _Child:
 
     def drain_control(self) -> None:
         while not self.stopping and self.from_service.poll(0):
-            self.handle(*pickle.loads(self.from_service.recv_bytes()))
+            self.handle(*_read(self.from_service))
 
     # RebalanceHandler: called inside consumer.poll()
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
@@ -394,7 +400,7 @@ class _Child:
                 log.warning("no answer from the service within %.0f s of a revocation", timeout_s)
                 return  # uncommitted work is redelivered to the new owner
             try:
-                kind, payload = pickle.loads(self.from_service.recv_bytes())
+                kind, payload = _read(self.from_service)
             except (EOFError, OSError):
                 self.service_gone = True  # kafka-python swallows listener errors: remember
                 return
@@ -419,7 +425,7 @@ class _Child:
             now = time.monotonic()
             if now >= next_lag:
                 self.send("lag", self.fetcher.lag())
-                next_lag = now + 1.0
+                next_lag = now + CHILD_LAG_INTERVAL_S
 
 
 def child_main(read_fd: int, write_fd: int) -> int:
@@ -429,7 +435,7 @@ def child_main(read_fd: int, write_fd: int) -> int:
     from_service = Connection(read_fd, writable=False)
     to_service = Connection(write_fd, readable=False)
     try:
-        kind, settings = pickle.loads(from_service.recv_bytes())
+        kind, settings = _read(from_service)
     except (EOFError, OSError):
         return 1
     assert kind == "settings"

@@ -13,7 +13,14 @@ import pytest
 from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.fetcher import FetcherError, ProcessFetcher, RecordBatch, _Child
+from detector.stream.fetcher import (
+    FetcherError,
+    ProcessFetcher,
+    RecordBatch,
+    _Child,
+    _read,
+    _write,
+)
 from tests.unit.conftest import small_settings
 
 
@@ -70,14 +77,9 @@ def pipe() -> tuple[Connection, Connection]:
     return Connection(r, writable=False), Connection(w, readable=False)
 
 
-def send(conn: Connection, kind: str, payload: Any) -> None:
-    conn.send_bytes(pickle.dumps((kind, payload)))
-
-
 def recv(conn: Connection) -> tuple[str, Any]:
     assert conn.poll(5), "nothing arrived"
-    message: tuple[str, Any] = pickle.loads(conn.recv_bytes())
-    return message
+    return _read(conn)
 
 
 def test_a_revocation_waits_for_the_services_commit_before_partitions_move() -> None:
@@ -90,8 +92,8 @@ def test_a_revocation_waits_for_the_services_commit_before_partitions_move() -> 
     fake = FakeFetcher()
     child.fetcher = fake  # type: ignore[assignment]
     tp = TopicPartition("t", 0)
-    send(to_child_w, "commit", ({tp: 42}, True))
-    send(to_child_w, "resume", None)
+    _write(to_child_w, "commit", ({tp: 42}, True))
+    _write(to_child_w, "resume", None)
 
     # When the consumer revokes the partition
     child.on_revoked([tp])
