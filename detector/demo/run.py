@@ -414,7 +414,7 @@ def _stream(
         now = time.monotonic()
         if now - last_status >= 1.0:
             last_status = now
-            for event in service.drift.events[drift_seen:]:
+            for event in service.drift.events_since(drift_seen):
                 triggers = triggers_retrain(event, settings.retrain.trigger_tests)
                 when = "" if drift_started else " (before the shift)"
                 if not triggers:
@@ -433,7 +433,7 @@ def _stream(
                         "retrainer",
                         lambda: outcome.update(_retrain(settings, registry, timeline, console)),
                     )
-            drift_seen = len(service.drift.events)
+            drift_seen = service.drift.raised
             current = service.scorer.version if service.scorer else ""
             if current not in versions_seen:
                 versions_seen.add(current)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 EVALUATE_INTERVAL_S = 1.0
 # Empty PSI bins get this share instead of zero, so the log stays finite (common practice).
 PSI_EPSILON = 1e-4
+# Drift events kept in memory for the demo and tests (all of them go to the drift topic).
+RECENT_DRIFT_EVENTS = 100
 
 
 def psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
@@ -105,8 +108,15 @@ class DriftMonitor:
         self.version: str | None = None
         self.firing: dict[str, bool] = {}
         self.last: dict[str, Any] = {}
-        self.events: list[dict[str, Any]] = []  # drift events raised, for the demo and tests
+        # The latest drift events, for the demo and tests: bounded, a service runs for months.
+        self.events: deque[dict[str, Any]] = deque(maxlen=RECENT_DRIFT_EVENTS)
+        self.raised = 0  # drift events raised since start
         self._next_eval = 0.0
+
+    def events_since(self, seen: int) -> list[dict[str, Any]]:
+        """The events raised after the first ``seen`` of ``raised`` (those still kept)."""
+        new = self.raised - seen
+        return list(self.events)[-new:] if new > 0 else []
 
     def _reset(self, scorer: Scorer) -> None:
         bundle = scorer.bundle
@@ -239,6 +249,7 @@ class DriftMonitor:
             "evidence": stats,
         }
         self.events.append(event)
+        self.raised += 1
         self.metrics.drift_events.labels(test).inc()
         log.warning(
             "drift detected by %s test on model %s: alert rate %.2f%% (target %.2f%%), mean log-likelihood z %.1f, worst PSI %s=%.2f",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.drift.monitor import DriftMonitor, psi
+from detector.drift.monitor import RECENT_DRIFT_EVENTS, DriftMonitor, psi
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
 from detector.settings import DriftSettings, KafkaSettings
@@ -93,3 +93,25 @@ def test_a_firing_test_clears_only_past_half_its_threshold(big_bundle) -> None:
     monitor.statistics = with_z(-6.5)  # type: ignore[method-assign]
     monitor.evaluate(None, now=11.0)
     assert [e["test"] for e in monitor.events].count("mean_log_likelihood") == 2
+
+
+def test_the_events_kept_in_memory_are_bounded_and_new_ones_are_found(big_bundle) -> None:
+    scorer = Scorer(big_bundle)
+    monitor = DriftMonitor(
+        DriftSettings(window_events=5000, min_window_events=2000, mean_ll_z=6.0),
+        KafkaSettings(),
+        ServiceMetrics(),
+    )
+    feed(monitor, scorer, mixture_sample(5_000, seed=44))
+    real = monitor.statistics()
+    # Given a test that fires and clears again and again, for months
+    for t in range(2 * RECENT_DRIFT_EVENTS + 10):
+        z = -7.0 if t % 2 == 0 else 0.0
+        monitor.statistics = lambda z=z: {**real, "mean_log_likelihood_z": z}  # type: ignore[method-assign]
+        monitor.evaluate(None, now=float(t + 1))
+    # Then every rising edge is counted, but only the latest events are kept
+    assert monitor.raised == RECENT_DRIFT_EVENTS + 5
+    assert len(monitor.events) == RECENT_DRIFT_EVENTS
+    # And a reader that saw all but the last three gets exactly those three
+    assert monitor.events_since(monitor.raised - 3) == list(monitor.events)[-3:]
+    assert monitor.events_since(monitor.raised) == []
