@@ -62,15 +62,20 @@ def test_a_few_extreme_anomalies_are_not_a_distribution_drift(big_bundle) -> Non
     assert monitor.firing["mean_log_likelihood"] is False and monitor.firing["psi"] is False
 
 
-def test_a_firing_test_clears_only_past_half_its_threshold(big_bundle) -> None:
-    scorer = Scorer(big_bundle)
+def monitor_on_normal_data(bundle, seed: int) -> tuple[DriftMonitor, dict]:
+    """A monitor (mean log-likelihood test at z = -6) fed normal events, and its statistics."""
+    scorer = Scorer(bundle)
     monitor = DriftMonitor(
         DriftSettings(window_events=5000, min_window_events=2000, mean_ll_z=6.0),
         KafkaSettings(),
         ServiceMetrics(),
     )
-    feed(monitor, scorer, mixture_sample(5_000, seed=43))
-    real = monitor.statistics()
+    feed(monitor, scorer, mixture_sample(5_000, seed=seed))
+    return monitor, monitor.statistics()
+
+
+def test_a_firing_test_clears_only_past_half_its_threshold(big_bundle) -> None:
+    monitor, real = monitor_on_normal_data(big_bundle, seed=43)
 
     def with_z(z: float):
         return lambda: {**real, "mean_log_likelihood_z": z}
@@ -96,14 +101,7 @@ def test_a_firing_test_clears_only_past_half_its_threshold(big_bundle) -> None:
 
 
 def test_the_events_kept_in_memory_are_bounded_and_new_ones_are_found(big_bundle) -> None:
-    scorer = Scorer(big_bundle)
-    monitor = DriftMonitor(
-        DriftSettings(window_events=5000, min_window_events=2000, mean_ll_z=6.0),
-        KafkaSettings(),
-        ServiceMetrics(),
-    )
-    feed(monitor, scorer, mixture_sample(5_000, seed=44))
-    real = monitor.statistics()
+    monitor, real = monitor_on_normal_data(big_bundle, seed=44)
     # Given a test that fires and clears again and again, for months
     for t in range(2 * RECENT_DRIFT_EVENTS + 10):
         z = -7.0 if t % 2 == 0 else 0.0
