@@ -47,6 +47,7 @@ from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings, load_settings
 from detector.stream.broker import EmbeddedBroker
+from detector.stream.clients import ensure_topics
 from detector.stream.service import DetectorService, ScoredBatch
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,6 +61,7 @@ FETCH_MAX_WAIT_MS = 50
 MAX_POLL_RECORDS = 1000
 # "No growth of RSS": a leak of this much would be 6 MB an hour; warm-up levels off sooner.
 RSS_SLOPE_LIMIT_MB_PER_MIN = 0.1
+LATENCY_PARTITIONS = 3
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -303,11 +305,9 @@ def run_latency(
             "DETECTOR_SERVICE__LOG_LEVEL": "WARNING",
         }
     )
-    warm = KafkaProducer(bootstrap_servers=bootstrap)
-    warm.send(topic, b"{}")  # create the topics before the service subscribes
-    warm.send(alerts_topic, b"{}")
-    warm.flush()
-    warm.close()
+    # Before the service subscribes. Three input partitions keyed by entity, as the baseline
+    # ran it (Tansu's in-memory log also slows down less when it is split).
+    ensure_topics(bootstrap, {topic: LATENCY_PARTITIONS, alerts_topic: 1})
     proc = subprocess.Popen(
         [sys.executable, "-m", "detector", "run"],
         env=env,
@@ -372,9 +372,11 @@ def run_latency(
         while sent < due:
             now_ms = int(time.time() * 1000)
             row = dict(zip(names, np.round(x[sent], 4).tolist(), strict=True))
+            entity = f"sensor-{sent % 500:04d}"
             producer.send(
                 topic,
-                orjson.dumps({"entity": f"sensor-{sent % 500:04d}", "ts": now_ms, "values": row}),
+                orjson.dumps({"entity": entity, "ts": now_ms, "values": row}),
+                key=entity.encode(),
             )
             sent += 1
         if time.perf_counter() >= next_rss:
