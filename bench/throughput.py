@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from array import array
@@ -315,42 +314,18 @@ def run_latency(
         stderr=subprocess.DEVNULL,
     )
     ps = psutil.Process(proc.pid)
-    latencies: list[tuple[float, float]] = []  # (produced ms, latency ms)
-    scored_at: list[tuple[float, float]] = []  # (produced ms, ms until the alert was built)
-    stop = threading.Event()
-
-    def read_alerts() -> None:
-        c = KafkaConsumer(
-            alerts_topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=10,
-            group_id=None,
-        )
-        while not stop.is_set():
-            for records in c.poll(timeout_ms=100).values():
-                now_ms = time.time() * 1000.0
-                for rec in records:
-                    try:
-                        a = orjson.loads(rec.value)
-                        produced_ms = datetime.fromisoformat(a["event_time"]).timestamp() * 1000.0
-                        detected_ms = datetime.fromisoformat(a["detected_at"]).timestamp() * 1000.0
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                        continue
-                    latencies.append((produced_ms, now_ms - produced_ms))
-                    scored_at.append((produced_ms, detected_ms - produced_ms))
-        c.close()
-
-    reader = threading.Thread(target=read_alerts, daemon=True)
-    reader.start()
-    # The transport's own share, same topic, same run: in its own process, so it takes no
-    # GIL from the producer and the alert reader here.
+    # The two measuring consumers run in processes of their own: threads here would wait
+    # for the GIL behind the producer loop (5 ms switch interval) and add that to latency.
     mp = multiprocessing.get_context("spawn")
-    bare_stop, bare_out = mp.Event(), mp.Queue()
-    bare = mp.Process(
-        target=bare_consumer, args=(bootstrap, topic, bare_stop, bare_out), daemon=True
-    )
-    bare.start()
+    stop, alerts_out, bare_out = mp.Event(), mp.Queue(), mp.Queue()
+    readers = [
+        mp.Process(target=alert_consumer, args=(bootstrap, alerts_topic, stop, alerts_out)),
+        # The transport's own share: the same input topic, tailed with no work at all.
+        mp.Process(target=bare_consumer, args=(bootstrap, topic, stop, bare_out)),
+    ]
+    for reader in readers:
+        reader.daemon = True
+        reader.start()
     time.sleep(
         SESSION_TIMEOUT_MS / 1000.0
     )  # the service joins its group (half the timeout on Tansu)
@@ -389,29 +364,22 @@ def run_latency(
     time.sleep(2.0)
     peak_mb = max(r for _, r in rss) if rss else None
     stop.set()
-    reader.join(5)
-    bare_stop.set()
+    produced, latency, scored = (np.asarray(a) for a in alerts_out.get(timeout=60))
     created, received = (np.asarray(a) for a in bare_out.get(timeout=60))
-    bare.join(10)
+    for reader in readers:
+        reader.join(10)
     proc.terminate()
     proc.wait(30)
     # Alerts of events produced in the first warmup_s seconds are excluded (connection warm-up).
     window_end_ms = measured_from_ms + (window_s - warmup_s) * 1000.0
-    kept = np.array(
-        [lat for produced, lat in latencies if measured_from_ms <= produced < window_end_ms],
-        dtype=float,
-    )
+    in_window = (produced >= measured_from_ms) & (produced < window_end_ms)
+    kept = latency[in_window]
     slice_of = ((created - start_ms) // 30_000).astype(int)
     # p99 per 30-second slice of the run: shows whether latency drifts as the topic grows.
-    slices: dict[int, list[float]] = {}
-    for produced, lat in latencies:
-        slices.setdefault(
-            int((produced - measured_from_ms + warmup_s * 1000.0) // 30_000), []
-        ).append(lat)
+    alert_slice = ((produced - start_ms) // 30_000).astype(int)
     p99_by_30s = {
-        f"{30 * k}-{30 * (k + 1)}s": float(np.percentile(v, 99))
-        for k, v in sorted(slices.items())
-        if v
+        f"{30 * k}-{30 * (k + 1)}s": float(np.percentile(latency[alert_slice == k], 99))
+        for k in np.unique(alert_slice[alert_slice >= 0])
     }
     return {
         "rate_events_per_s": rate,
@@ -427,11 +395,7 @@ def run_latency(
         "p99_ms_by_30s": p99_by_30s,
         # The alert path split at the alert's detected_at: produce -> scored (one broker hop
         # and the detector), then the alert's own hop to its consumer.
-        "scored_window_ms": _percentiles(
-            np.array(
-                [d for produced, d in scored_at if measured_from_ms <= produced < window_end_ms]
-            )
-        ),
+        "scored_window_ms": _percentiles(scored[in_window]),
         "bare_consumer_window_ms": _percentiles(
             received[(created >= measured_from_ms) & (created < window_end_ms)]
         ),
@@ -459,6 +423,34 @@ def run_latency(
         ),
         "rss_mb_last": rss[-1][1] if rss else None,
     }
+
+
+def alert_consumer(bootstrap: str, alerts_topic: str, stop: Any, out: Any) -> None:
+    """Child process: the alerts' consumer. Puts (produced ms, produce-to-alert-received ms,
+    produce-to-alert-built ms) of every alert on ``out`` at the end, as ``array('d')``s."""
+    c = KafkaConsumer(
+        alerts_topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10,
+        group_id=None,
+    )
+    produced_ms, latency_ms, scored_ms = array("d"), array("d"), array("d")
+    while not stop.is_set():
+        for records in c.poll(timeout_ms=100).values():
+            now_ms = time.time() * 1000.0
+            for rec in records:
+                try:
+                    a = orjson.loads(rec.value)
+                    produced = datetime.fromisoformat(a["event_time"]).timestamp() * 1000.0
+                    detected = datetime.fromisoformat(a["detected_at"]).timestamp() * 1000.0
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+                produced_ms.append(produced)
+                latency_ms.append(now_ms - produced)
+                scored_ms.append(detected - produced)
+    c.close()
+    out.put((produced_ms, latency_ms, scored_ms))
 
 
 def bare_consumer(bootstrap: str, topic: str, stop: Any, out: Any) -> None:
