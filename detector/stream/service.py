@@ -44,7 +44,7 @@ from detector.settings import Settings
 from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_headers
 from detector.stream.clients import make_producer
 from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
-from detector.stream.memory import fill_numpy_buffer_cache
+from detector.stream.memory import fill_numpy_buffer_cache, freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,10 @@ class DetectorService:
         Kafka errors end the session and start a new one after a back-off (not ready
         meanwhile); nothing is committed that was not acknowledged.
         """
-        # RSS stays flat under load only if numpy's buffer cache is full from the start.
+        # RSS stays flat under load only if numpy's buffer cache is full from the start, and
+        # full collections stall batches only if they need not walk the imported modules.
         fill_numpy_buffer_cache()
+        freeze_startup_objects()
         # One BLAS thread: batches are ~1000 x d, too small to gain from threads, and idle
         # OpenBLAS workers spin on the cores the Kafka client (and often the broker) needs.
         with threadpool_limits(limits=1):
