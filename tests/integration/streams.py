@@ -38,6 +38,15 @@ def normal_rows(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
     return REGIME_MEANS[regime] + rng.normal(size=(n, 4)) * REGIME_STD + shift * REGIME_STD
 
 
+def recent_base_ms() -> int:
+    """Event times for test streams: a minute before now, one ms apart.
+
+    The retrainer skips samples older than ``retrain.window_max_age_s`` by event time, so a
+    fixed date in a test expires a week after it was written (it did, on 2026-11-25).
+    """
+    return int(time.time() * 1000) - 60_000
+
+
 def events_with_anomalies(
     n: int, seed: int, anomaly_every: int = 100
 ) -> tuple[list[bytes], list[int]]:
@@ -45,7 +54,7 @@ def events_with_anomalies(
     x = normal_rows(n, seed)
     anomalous = list(range(anomaly_every // 2, n, anomaly_every))
     x[anomalous, 1] += 8 * REGIME_STD[1]
-    base_ms = 1_795_000_000_000
+    base_ms = recent_base_ms()
     raws = [
         orjson.dumps(
             {

@@ -23,6 +23,7 @@ from tests.integration.streams import (
     normal_rows,
     produce,
     read_topic,
+    recent_base_ms,
     service_thread,
     settings_for_test,
     train_and_publish,
@@ -37,7 +38,7 @@ SHIFT = np.array([1.5, 0.0, 1.5, 0.0])
 
 
 def events(x: np.ndarray, start: int = 0) -> list[bytes]:
-    base_ms = 1_795_000_000_000
+    base_ms = recent_base_ms()
     return [
         orjson.dumps(
             {
@@ -68,7 +69,7 @@ def sample_messages(
     x: np.ndarray, alerted: np.ndarray | None = None, per_message: int = 100
 ) -> list[bytes]:
     """Rows in the samples-topic format the service publishes (one message per batch)."""
-    base_ms = 1_795_000_000_000
+    base_ms = recent_base_ms()
     alerted = np.zeros(len(x), dtype=bool) if alerted is None else alerted
     out = []
     for start in range(0, len(x), per_message):
