@@ -13,8 +13,9 @@ Modes, interleaved over repetitions on the same topic, each with a fresh consume
 Clocks start after each mode's first batch (group join excluded, reported apart). Ratios
 compare figures of the same repetition, since this machine is shared and noisy. Then the
 latency mode runs ``detector run`` as its own process, paces a producer at a steady rate
-with the produce time in each event, and a third party (a thread here, with its own
-consumer) times each alert's arrival; the service's RSS is sampled throughout.
+with the produce time in each event; a third party (a process with its own consumer)
+times each alert's arrival, and a bare consumer of the input topic (another process)
+times the broker's own hop; the service's RSS is sampled throughout.
 """
 
 from __future__ import annotations
