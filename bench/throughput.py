@@ -375,13 +375,6 @@ def run_latency(
     window_end_ms = measured_from_ms + (window_s - warmup_s) * 1000.0
     in_window = (produced >= measured_from_ms) & (produced < window_end_ms)
     kept = latency[in_window]
-    slice_of = ((created - start_ms) // 30_000).astype(int)
-    # p99 per 30-second slice of the run: shows whether latency drifts as the topic grows.
-    alert_slice = ((produced - start_ms) // 30_000).astype(int)
-    p99_by_30s = {
-        f"{30 * k}-{30 * (k + 1)}s": float(np.percentile(latency[alert_slice == k], 99))
-        for k in np.unique(alert_slice[alert_slice >= 0])
-    }
     return {
         "rate_events_per_s": rate,
         "duration_s": duration_s,
@@ -393,17 +386,15 @@ def run_latency(
         "p90_ms": float(np.percentile(kept, 90)) if kept.size else None,
         "p99_ms": float(np.percentile(kept, 99)) if kept.size else None,
         "max_ms": float(kept.max()) if kept.size else None,
-        "p99_ms_by_30s": p99_by_30s,
+        # p99 per 30-second slice of the run: shows whether latency drifts as the topic grows.
+        "p99_ms_by_30s": _p99_by_30s(produced, latency, start_ms),
         # The alert path split at the alert's detected_at: produce -> scored (one broker hop
         # and the detector), then the alert's own hop to its consumer.
         "scored_window_ms": _percentiles(scored[in_window]),
         "bare_consumer_window_ms": _percentiles(
             received[(created >= measured_from_ms) & (created < window_end_ms)]
         ),
-        "bare_consumer_p99_ms_by_30s": {
-            f"{30 * k}-{30 * (k + 1)}s": float(np.percentile(received[slice_of == k], 99))
-            for k in np.unique(slice_of[slice_of >= 0])
-        },
+        "bare_consumer_p99_ms_by_30s": _p99_by_30s(created, received, start_ms),
         "rss_mb": rss,
         "peak_rss_mb": peak_mb,
         "rss_mb_at_60s": _rss_at(rss, 60.0),
@@ -482,6 +473,17 @@ def _percentiles(latencies_ms: np.ndarray) -> dict[str, float] | None:
     if not latencies_ms.size:
         return None
     return {f"p{q}": float(np.percentile(latencies_ms, q)) for q in (50, 90, 99)}
+
+
+def _p99_by_30s(
+    produced_ms: np.ndarray, latency_ms: np.ndarray, start_ms: float
+) -> dict[str, float]:
+    """p99 latency per 30 s of produce time since ``start_ms``."""
+    slice_of = ((produced_ms - start_ms) // 30_000).astype(int)
+    return {
+        f"{30 * k}-{30 * (k + 1)}s": float(np.percentile(latency_ms[slice_of == k], 99))
+        for k in np.unique(slice_of[slice_of >= 0])
+    }
 
 
 def _rss_at(rss: list[tuple[float, float]], t_s: float) -> float | None:
