@@ -42,7 +42,7 @@ from kafka.structs import OffsetAndMetadata
 from detector.errors import DetectorError
 from detector.settings import KafkaSettings, Settings
 from detector.stream.clients import make_consumer
-from detector.stream.memory import freeze_startup_objects
+from detector.stream.memory import freeze_startup_objects, pin_malloc_mmap_threshold
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +414,7 @@ class _Child:
             self.send("assigned", partitions)
 
     def serve(self) -> None:
+        pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
         next_lag = 0.0

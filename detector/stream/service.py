@@ -44,7 +44,11 @@ from detector.settings import Settings
 from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_headers
 from detector.stream.clients import make_producer
 from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
-from detector.stream.memory import fill_numpy_buffer_cache, freeze_startup_objects
+from detector.stream.memory import (
+    fill_numpy_buffer_cache,
+    freeze_startup_objects,
+    pin_malloc_mmap_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +159,10 @@ class DetectorService:
         Kafka errors end the session and start a new one after a back-off (not ready
         meanwhile); nothing is committed that was not acknowledged.
         """
-        # RSS stays flat under load only if numpy's buffer cache is full from the start, and
-        # full collections stall batches only if they need not walk the imported modules.
+        # RSS stays flat under load only if big buffers stay on mmap and numpy's buffer cache
+        # is full from the start; full collections stall batches only if they need not walk
+        # the imported modules (detector.stream.memory has the measurements).
+        pin_malloc_mmap_threshold()
         fill_numpy_buffer_cache()
         freeze_startup_objects()
         # One BLAS thread: batches are ~1000 x d, too small to gain from threads, and idle

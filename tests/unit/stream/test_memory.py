@@ -1,4 +1,5 @@
-"""numpy's small-buffer cache, filled at start so a scoring loop's RSS does not creep."""
+"""What a long-running process settles at start: numpy's small-buffer cache, glibc's mmap
+threshold, and the collector's view of start-up objects."""
 
 from __future__ import annotations
 
@@ -64,6 +65,53 @@ def test_after_the_fill_buffers_of_any_small_size_add_no_memory() -> None:
     # Then malloc's in-use bytes do not grow: every buffer comes from, and goes back to,
     # the cache
     assert growth_mb < 0.25
+
+
+# glibc serves a block of >= its mmap threshold from mmap (counted in mallinfo2.hblkhd).
+# Freeing a 1 MB mmapped block raises the dynamic threshold to 1 MB, so a 512 kB block
+# comes from the heap after it, unless the threshold is pinned.
+MMAP = """
+import ctypes, sys
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "pin":
+    from detector.stream.memory import pin_malloc_mmap_threshold
+    assert pin_malloc_mmap_threshold()
+big = bytearray(1 << 20)
+del big
+before = libc.mallinfo2().hblkhd
+held = bytearray(512 << 10)
+print(libc.mallinfo2().hblkhd - before >= 512 << 10)
+"""
+
+
+def block_after_a_big_free_is_mmapped(mode: str) -> bool:
+    out = subprocess.run(
+        [sys.executable, "-c", MMAP, mode], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip() == "True"
+
+
+@needs_glibc
+def test_without_the_pin_a_big_free_moves_later_big_blocks_to_the_heap() -> None:
+    # Given a fresh process with glibc's dynamic mmap threshold
+    # When a 1 MB block is freed and then a 512 kB block is allocated
+    # Then the 512 kB block comes from the heap (the behaviour the pin prevents)
+    assert not block_after_a_big_free_is_mmapped("none")
+
+
+@needs_glibc
+def test_with_the_pin_big_blocks_stay_on_mmap() -> None:
+    # Given a fresh process that pinned the mmap threshold at 128 kB
+    # When a 1 MB block is freed and then a 512 kB block is allocated
+    # Then the 512 kB block is mmapped, so freeing it gives the memory back
+    assert block_after_a_big_free_is_mmapped("pin")
 
 
 FREEZE = """
