@@ -9,12 +9,9 @@ import sys
 
 import pytest
 
-# Run in a fresh interpreter: this one's cache is already warm from other tests.
-# glibc's mallinfo2 counts the bytes malloc has handed out and not had back, which is
-# where numpy's cached buffers sit (tracemalloc does not see them).
-CHURN = """
+# The scripts below run in fresh interpreters and start with this: glibc's statistics.
+MALLINFO = """
 import ctypes, sys
-import numpy as np
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in (
@@ -23,6 +20,15 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+"""
+
+# Run in a fresh interpreter: this one's cache is already warm from other tests.
+# glibc's mallinfo2 counts the bytes malloc has handed out and not had back, which is
+# where numpy's cached buffers sit (tracemalloc does not see them).
+CHURN = (
+    MALLINFO
+    + """
+import numpy as np
 if sys.argv[1] == "fill":
     from detector.stream.memory import fill_numpy_buffer_cache
     fill_numpy_buffer_cache()
@@ -35,6 +41,7 @@ for _ in range(3):
         del temporaries
 print(libc.mallinfo2().uordblks - before)
 """
+)
 
 needs_glibc = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="mallinfo2 is glibc's (the images are Debian)"
@@ -70,16 +77,9 @@ def test_after_the_fill_buffers_of_any_small_size_add_no_memory() -> None:
 # glibc serves a block of >= its mmap threshold from mmap (counted in mallinfo2.hblkhd).
 # Freeing a 1 MB mmapped block raises the dynamic threshold to 1 MB, so a 512 kB block
 # comes from the heap after it, unless the threshold is pinned.
-MMAP = """
-import ctypes, sys
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+MMAP = (
+    MALLINFO
+    + """
 if sys.argv[1] == "pin":
     from detector.stream.memory import pin_malloc_mmap_threshold
     assert pin_malloc_mmap_threshold()
@@ -89,6 +89,7 @@ before = libc.mallinfo2().hblkhd
 held = bytearray(512 << 10)
 print(libc.mallinfo2().hblkhd - before >= 512 << 10)
 """
+)
 
 
 def block_after_a_big_free_is_mmapped(mode: str) -> bool:
