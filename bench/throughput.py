@@ -343,10 +343,9 @@ def run_latency(
     )
     bare_from_s = window_s + BARE_START_AFTER_WINDOW_S
     with_bare = duration_s >= bare_from_s + BARE_WARMUP_S + BARE_SLICE_S
-    bare_started = False
     with_backlog = duration_s >= SOAK_BACKLOG_AT_S + 60.0
+    bare_pending, backlog_pending = with_bare, with_backlog
     paused: list[psutil.Process] = []
-    backlog_done = False
     alerts_reader.start()
     time.sleep(
         SESSION_TIMEOUT_MS / 1000.0
@@ -365,17 +364,18 @@ def run_latency(
         elapsed = time.perf_counter() - start
         if elapsed >= duration_s:
             break
-        if with_bare and not bare_started and elapsed >= bare_from_s:
+        if bare_pending and elapsed >= bare_from_s:
             bare_reader.start()
-            bare_started = True
-        if with_backlog and not backlog_done and not paused and elapsed >= SOAK_BACKLOG_AT_S:
+            bare_pending = False
+        if backlog_pending and elapsed >= SOAK_BACKLOG_AT_S:
             paused = [ps, *ps.children(recursive=True)]
             for p in paused:
                 p.suspend()
+            backlog_pending = False
         if paused and elapsed >= SOAK_BACKLOG_AT_S + SOAK_BACKLOG_S:
             for p in paused:
                 p.resume()
-            paused, backlog_done = [], True
+            paused = []
         due = int(elapsed * rate)
         while sent < due:
             now_ms = int(time.time() * 1000)
