@@ -42,7 +42,11 @@ from kafka.structs import OffsetAndMetadata
 from detector.errors import DetectorError
 from detector.settings import KafkaSettings, Settings
 from detector.stream.clients import make_consumer
-from detector.stream.memory import freeze_startup_objects, pin_malloc_mmap_threshold
+from detector.stream.memory import (
+    HeapTrimmer,
+    freeze_startup_objects,
+    pin_malloc_mmap_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +421,7 @@ class _Child:
         pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
+        trim_heap = HeapTrimmer()
         next_lag = 0.0
         while True:
             self.drain_control()
@@ -429,6 +434,7 @@ class _Child:
             if now >= next_lag:
                 self.send("lag", self.fetcher.lag())
                 next_lag = now + CHILD_LAG_INTERVAL_S
+            trim_heap()
 
 
 def child_main(read_fd: int, write_fd: int) -> int:

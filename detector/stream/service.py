@@ -45,6 +45,7 @@ from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_he
 from detector.stream.clients import make_producer
 from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
 from detector.stream.memory import (
+    HeapTrimmer,
     fill_numpy_buffer_cache,
     freeze_startup_objects,
     pin_malloc_mmap_threshold,
@@ -133,6 +134,7 @@ class DetectorService:
         self._refused: set[str] = set()
         self._next_reload = 0.0
         self._next_lag = 0.0
+        self._trim_heap = HeapTrimmer()
         self._pending: deque[Pending] = deque()
         self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._next_commit = 0.0
@@ -227,6 +229,7 @@ class DetectorService:
                 self._evaluate_drift()
                 self._maybe_reload()
                 self._update_lag()
+                self._trim_heap()
                 if max_events is not None and self.consumed >= max_events:
                     break
                 # A group join is not idleness (after a crash it can take a session timeout).

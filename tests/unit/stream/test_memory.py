@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from detector.stream import memory
+
 # The scripts below run in fresh interpreters and start with this: glibc's statistics.
 MALLINFO = """
 import ctypes, sys
@@ -141,3 +143,58 @@ def test_start_up_objects_are_frozen_and_garbage_is_not() -> None:
     # Then the cycle was collected first (never frozen), the live objects are frozen, and the
     # oldest generation, which a full collection walks, is left nearly empty
     assert out == ["True", "True", "True"]
+
+
+# 80 MB of heap blocks freed below one block still in use: free() can only shrink the heap
+# from its top, so the pages stay resident until malloc_trim hands them back.
+TRIM = """
+import os, sys
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+blocks = [bytearray(4000) for _ in range(20_000)]
+top = bytearray(4000)
+del blocks
+before = rss_mb()
+if sys.argv[1] == "trim":
+    from detector.stream.memory import trim_malloc_heap
+    assert trim_malloc_heap()
+print(before - rss_mb())
+"""
+
+
+def rss_given_back_mb(mode: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", TRIM, mode], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip())
+
+
+@needs_glibc
+def test_without_a_trim_freed_heap_pages_stay_resident() -> None:
+    # Given a process that freed 80 MB of small blocks below a block still in use
+    # When nothing trims the heap
+    # Then its RSS keeps those pages (what the periodic trim gives back)
+    assert rss_given_back_mb("none") < 10
+
+
+@needs_glibc
+def test_a_trim_gives_freed_heap_pages_back() -> None:
+    # Given the same process
+    # When the heap is trimmed
+    # Then most of the 80 MB leaves its RSS
+    assert rss_given_back_mb("trim") > 60
+
+
+def test_the_heap_trimmer_trims_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a trimmer with a 1-hour interval and one with none
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "trim_malloc_heap", lambda: calls.append(1) or True)
+    hourly, always = memory.HeapTrimmer(interval_s=3600.0), memory.HeapTrimmer(interval_s=0.0)
+    # When each is called from a loop three times
+    for _ in range(3):
+        hourly()
+        always()
+    # Then the hourly one has not trimmed yet and the other trimmed every time
+    assert len(calls) == 3
