@@ -1,4 +1,5 @@
-"""A long-running process's memory and pauses: what to settle once, before the first batch.
+"""A long-running process's memory and pauses: what to settle before the first batch, and
+the heap trim its loop calls every 10 s.
 
 numpy keeps freed data buffers of fewer than 1,024 bytes in a cache of its own, up to
 seven per byte size, and hands them out again instead of calling malloc: at most about
