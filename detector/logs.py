@@ -1,14 +1,36 @@
-"""Log set-up: text for people, JSON lines for log pipelines (``service.log_format``)."""
+"""Log set-up for every command: text for people, JSON lines for log pipelines.
+
+What a person reads is our own code's lines. Third-party libraries (kafka-python) are
+heard only at WARNING and above, and never about connection failures: kafka-python logs
+four lines per failed attempt at ERROR/WARNING, each with the exception class twice, while
+the service and the retrainer report each attempt themselves, in one line with the
+back-off (``broker 127.0.0.1:9 unreachable (connection refused); retry 3 in 4.0 s``).
+The last connection message dropped is kept (``last_connection_failure``) so that line
+can say what the library saw. ``service.log_level = "DEBUG"`` lets every third-party line
+through, for debugging the client itself.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 import orjson
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+# Libraries whose loggers are filtered: every record whose logger name starts with one.
+THIRD_PARTY_LOGGERS = ("kafka",)
+# kafka-python's messages about reaching a broker (kafka/net/*.py, kafka/cluster.py), each
+# one failed attempt; authentication and topic errors are not among them and pass.
+_CONNECTION_TEXT = re.compile(
+    r"connection failed|connection lost|bootstrap|not ready|econnrefused|socket disconnected"
+    r"|error (receiving|sending) (network|request) data|: abort \(|request timed out"
+    r"|metadata refresh|no node available",
+    re.IGNORECASE,
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,14 +47,61 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+def is_third_party(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in THIRD_PARTY_LOGGERS)
+
+
+class ThirdPartyFilter(logging.Filter):
+    """Lets a third-party record through only at WARNING+ and when not about connecting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_connection_failure: str | None = None
+        self.dropped_connection_records = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not is_third_party(record.name):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        message = record.getMessage()
+        if _CONNECTION_TEXT.search(message):
+            self.last_connection_failure = message
+            self.dropped_connection_records += 1
+            return False
+        return True
+
+
+_FILTER = ThirdPartyFilter()
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
+    """One stderr handler on the root logger; third-party lines filtered (see module doc)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    debug = logging.getLevelName(level) == logging.DEBUG
+    if not debug:
+        handler.addFilter(_FILTER)  # a handler filter sees the records of every child logger
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kafka-python logs every reconnect at INFO/WARNING; the service logs what matters.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in THIRD_PARTY_LOGGERS:
+        # Below WARNING the records are not even built (kafka-python logs a lot at DEBUG).
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def last_connection_failure() -> str | None:
+    """The last third-party connection message the filter dropped (None if none yet)."""
+    return _FILTER.last_connection_failure
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Class: message`` with the class named once (kafka-python repeats it in str())."""
+    name = type(exc).__name__
+    text = str(exc).strip()
+    while text.startswith(name):
+        text = text[len(name) :].lstrip(":").strip()
+    return f"{name}: {text}" if text else name

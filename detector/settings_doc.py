@@ -7,6 +7,11 @@ users copy can never disagree with the code about a key, a default or a bound.
 from __future__ import annotations
 
 import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from detector.settings import Settings
+from detector.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings
 
 HEADER = """\
 # detector: default configuration. Every key, its default and what is allowed.
@@ -43,17 +48,28 @@ def _bounds(field: FieldInfo) -> str:
     return ", ".join(parts)
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+
+
 def _toml_value(value: Any) -> str:
+    """A TOML literal: strings for paths, inline tables for mappings."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Path):
-        return json.dumps(str(value))
+        return json.dumps(str(value), ensure_ascii=False)
     if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        if not value:
+            return "{}"
+        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }"
     return repr(value)
 
 
@@ -74,6 +90,104 @@ def render_default_toml() -> str:
             else:
                 out.append(f"{key} = {_toml_value(value)}")
     return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key of the effective configuration, for ``detector config show``."""
+
+    section: str
+    key: str
+    value: Any  # None when unset; never a secret's value
+    secret: bool  # a SecretStr (shown as set / unset only)
+    origin: str  # argument | env NAME | file PATH | default
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+def _origin_sources(
+    config_file: str | Path | None, overrides: Mapping[str, Any] | None, environ: Mapping[str, str]
+) -> tuple[Path | None, dict[str, Any], Mapping[str, Any], set[str]]:
+    env_names = {k.upper() for k in environ}
+    path = Path(config_file) if config_file else None
+    if path is None and environ.get(CONFIG_FILE_ENV):
+        path = Path(environ[CONFIG_FILE_ENV])
+    from_file: dict[str, Any] = {}
+    if path is not None:
+        with path.open("rb") as fh:
+            from_file = tomllib.load(fh)
+    return path, from_file, overrides or {}, env_names
+
+
+def effective_entries(
+    settings: Settings,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Entry]:
+    """Every section and key of ``settings`` (none left out), with where its value came from."""
+    env = os.environ if environ is None else environ
+    path, from_file, from_args, env_names = _origin_sources(config_file, overrides, env)
+    entries = []
+    for section_name in Settings.model_fields:
+        section: BaseModel = getattr(settings, section_name)
+        for key, field in type(section).model_fields.items():
+            value = getattr(section, key)
+            env_name = f"{ENV_PREFIX}{section_name}__{key}".upper()
+            if key in (from_args.get(section_name) or {}):
+                origin = "argument"
+            elif env_name in env_names:
+                origin = f"env {env_name}"
+            elif key in (from_file.get(section_name) or {}):
+                origin = f"file {path}"
+            else:
+                origin = "default"
+            secret = isinstance(value, SecretStr) or "SecretStr" in str(field.annotation)
+            shown = ("set" if value is not None else None) if secret else value
+            entries.append(Entry(section_name, key, shown, secret, origin))
+    return entries
+
+
+def render_effective_toml(entries: list[Entry], title: str = "") -> str:
+    """The effective configuration as a TOML file ``detector config check`` accepts.
+
+    Each value's source is a trailing comment; unset keys and secrets are comments
+    (a secret is never printed: it shows as set or unset).
+    """
+    out = [
+        f"# detector: effective configuration{f' ({title})' if title else ''}.",
+        "# Source of each value after it: argument, env VAR, file PATH or default.",
+        "# Unset keys and secrets are commented out; this file is valid TOML.",
+    ]
+    section = None
+    for e in entries:
+        if e.section != section:
+            section = e.section
+            out.append(f"\n[{section}]")
+        if e.secret:
+            state = "set, not shown" if e.value is not None else "unset"
+            out.append(f"# {e.key} = (secret: {state})  # {e.origin}")
+        elif e.value is None:
+            out.append(f"# {e.key} = (unset)  # {e.origin}")
+        else:
+            out.append(f"{e.key} = {_toml_value(e.value)}  # {e.origin}")
+    return "\n".join(out) + "\n"
+
+
+def effective_json(entries: list[Entry]) -> dict[str, Any]:
+    """``{"settings": {section: {key: value}}, "sources": {"section.key": origin}}``.
+
+    Paths are strings; unset values are null; a set secret is ``"**********"``.
+    """
+    settings: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        value = "**********" if e.secret and e.value is not None else e.value
+        if isinstance(value, Path):
+            value = str(value)
+        settings.setdefault(e.section, {})[e.key] = value
+    return {"settings": settings, "sources": {e.dotted: e.origin for e in entries}}
 
 
 def render_markdown_reference() -> str:

@@ -1,8 +1,11 @@
 """The ``detector`` command: train, score, evaluate, models, config, run, retrain, demo.
 
-Each command loads settings once (flags > environment > TOML > defaults), calls the same
-library code a user would, and turns typed errors into one clear line and an exit code:
-2 for bad configuration or input, 1 for anything else that failed on purpose.
+Each command loads settings once (flags > environment > TOML > defaults), checks what it
+needs before starting anything, calls the same library code a user would, and turns
+typed errors into one clear line and an exit code (``detector.cli.exits``: 0 ok,
+1 failed, 2 usage / configuration / input, 3 broker). Output for people goes to stdout
+in tables (full width when stdout is not a terminal, so ids are never cut); listing
+commands take ``--json`` for scripts; ``-o -`` is stdout.
 """
 
 from __future__ import annotations
@@ -13,16 +16,20 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
+from detector.cli.checks import check_output
+from detector.cli.exits import ExitCode, is_broker_error
 from detector.errors import ConfigError, DataError, DetectorError
-from detector.settings import Settings, check_config_file, describe_sources, load_settings
+from detector.logs import describe_error
+from detector.settings import Settings, check_config_file, load_settings
 
 app = typer.Typer(
     help="Streaming anomaly detector: Gaussian-mixture scoring with calibrated alerts.",
@@ -41,6 +48,51 @@ app.add_typer(config_app, name="config")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
+# Not a terminal (a pipe, a file, CI): tables as wide as their content, never cut at 80.
+PIPE_WIDTH = 10_000
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"detector {v('detector')} (Python {sys.version.split()[0]}, "
+        f"scikit-learn {v('scikit-learn')}, kafka-python {v('kafka-python')})"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version (and of Python, scikit-learn, kafka-python) and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Streaming anomaly detector: Gaussian-mixture scoring with calibrated alerts."""
+    out.width = None if out.is_terminal else PIPE_WIDTH  # type: ignore[assignment]
+
+
+def print_json(data: Any) -> None:
+    """JSON for scripts: plain text on stdout, no colours, no wrapping."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -70,16 +122,33 @@ def settings_for(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config, _overrides(**overrides))
 
 
+def error_line(message: str) -> None:
+    """``error: MESSAGE`` on stderr (the message is text, never rich markup)."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
+    """Typed errors -> one line on stderr and the exit code of ``detector.cli.exits``."""
     try:
         yield
     except (ConfigError, DataError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        error_line(str(exc))
+        raise typer.Exit(ExitCode.USAGE) from None
     except DetectorError as exc:
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        if is_broker_error(exc):
+            error_line(str(exc))
+            raise typer.Exit(ExitCode.BROKER) from None
+        error_line(f"{type(exc).__name__}: {exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    except Exception as exc:
+        if is_broker_error(exc):
+            error_line(f"Kafka: {describe_error(exc)}")
+            raise typer.Exit(ExitCode.BROKER) from None
+        if isinstance(exc, OSError) and exc.filename is not None:
+            error_line(f"{exc.filename}: {exc.strerror}")
+            raise typer.Exit(ExitCode.USAGE) from None
+        raise
 
 
 @contextmanager
@@ -198,61 +267,86 @@ def _load_scorer(settings: Settings, version: str | None = None) -> Any:
 def score(
     data: Annotated[Path, typer.Argument(help="CSV or JSON-lines file to score.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="CSV written with one row per input row.")
+        Path,
+        typer.Option(
+            "--output", "-o", help="CSV written with one row per input row; - for stdout."
+        ),
     ],
     model_dir: ModelDirOpt = None,
     config: ConfigOpt = None,
     label_column: LabelOpt = None,
     version: Annotated[str | None, typer.Option(help="Model version (default CURRENT).")] = None,
 ) -> None:
-    """Score a file offline with the same scorer the service uses."""
+    """Score a file offline with the same scorer the service uses.
+
+    Columns: log_likelihood (higher = more normal), anomaly_score = -log_likelihood
+    (for sorting; negative for very normal rows), percentile (percent, 0-100, of
+    held-out normal events scoring this low or lower), p_value (the same as a share).
+    """
+    to_stdout = str(output) == "-"
+    check_output(output, "'--output' / '-o'")
     with _errors():
         scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         errors = {**result.errors, **table.errors}
-        write_scores(output, result, errors, table.labels)
+        if to_stdout:
+            write_scores(sys.stdout, result, errors, table.labels)
+            sys.stdout.flush()
+        else:
+            with output.open("w", newline="") as fh:
+                write_scores(fh, result, errors, table.labels)
     n_alerts = int((result.severity > 0).sum())
-    out.print(
+    # With the CSV on stdout the summary goes to stderr, so a pipe gets only the CSV.
+    (err if to_stdout else out).print(
         f"scored {len(table.rows)} rows with model {scorer.version}: {n_alerts} alerts, "
-        f"{len(errors)} invalid rows -> {output}",
+        f"{len(errors)} invalid rows -> {'stdout' if to_stdout else output}",
         highlight=False,
     )
 
 
-def write_scores(path: Path, result: Any, errors: dict[int, tuple[str, str]], labels: Any) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        head = [
-            "row",
-            "anomaly_score",
-            "log_likelihood",
-            "percentile",
-            "severity",
-            "threshold",
-            "top_features",
-            "error",
+SCORE_COLUMNS = (
+    "row",
+    "anomaly_score",
+    "log_likelihood",
+    "percentile",
+    "p_value",
+    "severity",
+    "threshold",
+    "top_features",
+    "error",
+)
+
+
+def write_scores(fh: IO[str], result: Any, errors: dict[int, tuple[str, str]], labels: Any) -> None:
+    """One CSV row per input row (``SCORE_COLUMNS``; ``label`` after ``row`` when given).
+
+    Units as everywhere (the README's "one sign, one unit"): ``log_likelihood`` is the
+    log density, ``anomaly_score`` its negation, ``percentile`` a percent (0-100),
+    ``p_value`` the same as a share (0-1), ``threshold`` a log-likelihood.
+    """
+    w = csv.writer(fh)
+    head = list(SCORE_COLUMNS)
+    if labels is not None:
+        head.insert(1, "label")
+    w.writerow(head)
+    for i in range(result.log_likelihood.shape[0]):
+        ll = result.log_likelihood[i]
+        pct = result.percentile[i]
+        top = ";".join(f"{c.feature}:{c.contribution:.2f}" for c in result.top_features.get(i, []))
+        reason = errors.get(i)
+        row: list[Any] = [
+            i,
+            "" if np.isnan(ll) else f"{-ll:.6g}",
+            "" if np.isnan(ll) else f"{ll:.6g}",
+            "" if np.isnan(pct) else f"{pct:.4g}",
+            "" if np.isnan(pct) else f"{pct / 100.0:.4g}",
+            "" if reason else result.severity_name(i),
+            "" if np.isnan(result.threshold[i]) else f"{result.threshold[i]:.6g}",
+            top,
+            f"{reason[0]}: {reason[1]}" if reason else "",
         ]
         if labels is not None:
-            head.insert(1, "label")
-        w.writerow(head)
-        for i in range(result.log_likelihood.shape[0]):
-            ll = result.log_likelihood[i]
-            top = ";".join(
-                f"{c.feature}:{c.contribution:.2f}" for c in result.top_features.get(i, [])
-            )
-            reason = errors.get(i)
-            row: list[Any] = [
-                i,
-                "" if np.isnan(ll) else f"{-ll:.6g}",
-                "" if np.isnan(ll) else f"{ll:.6g}",
-                "" if np.isnan(result.percentile[i]) else f"{result.percentile[i]:.4g}",
-                "" if reason else result.severity_name(i),
-                "" if np.isnan(result.threshold[i]) else f"{result.threshold[i]:.6g}",
-                top,
-                f"{reason[0]}: {reason[1]}" if reason else "",
-            ]
-            if labels is not None:
-                row.insert(1, int(labels[i]))
-            w.writerow(row)
+            row.insert(1, int(labels[i]))
+        w.writerow(row)
 
 
 @app.command()
@@ -264,7 +358,8 @@ def evaluate(
     model_dir: ModelDirOpt = None,
     config: ConfigOpt = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the figures as JSON.")
+        Path | None,
+        typer.Option("--json", help="Write the figures as JSON to this file; - for stdout."),
     ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report.")
@@ -274,32 +369,37 @@ def evaluate(
     """AUROC, AUPRC, and per severity the alert rate on normal rows and recall on anomalies."""
     from detector.model.evaluate import quality
 
+    check_output(json_out, "'--json'")
+    check_output(report, "'--report'")
+    json_to_stdout = json_out is not None and str(json_out) == "-"
     with _errors():
         scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         assert table.labels is not None
         figures = quality(result, table.labels)
         figures["model_version"] = scorer.version
-        if json_out is not None:
+        if json_out is not None and not json_to_stdout:
             json_out.write_text(json.dumps(figures, indent=2))
         if report is not None:
             from detector.report.html import evaluation_report
 
             evaluation_report(report, scorer.bundle, result, table.labels, figures)
-    print_quality(figures)
+    if json_to_stdout:
+        print_json(figures)  # stdout is the JSON alone; the human summary goes to stderr
+    print_quality(figures, err if json_to_stdout else out)
     if report is not None:
-        out.print(f"report written to {report}")
+        (err if json_to_stdout else out).print(f"report written to {report}")
 
 
-def print_quality(figures: dict[str, Any]) -> None:
+def print_quality(figures: dict[str, Any], console: Console = out) -> None:
     auroc, auprc = figures["auroc"], figures["auprc"]
-    out.print(
+    console.print(
         f"model {figures.get('model_version', '')}: {figures['scored']} rows scored "
         f"({figures['normal']} normal, {figures['anomalous']} anomalous, "
         f"{figures['unscored_invalid']} invalid)",
         highlight=False,
     )
     if auroc is not None:
-        out.print(f"AUROC {auroc:.4f}   AUPRC {auprc:.4f}")
+        console.print(f"AUROC {auroc:.4f}   AUPRC {auprc:.4f}")
     t = RichTable()
     for col in ("severity", "alert rate on normal", "recall on anomalous", "precision"):
         t.add_column(col, justify="right")
@@ -311,7 +411,7 @@ def print_quality(figures: dict[str, Any]) -> None:
         t.add_row(
             name, pct(f["alert_rate_normal"]), pct(f["recall_anomalous"]), pct(f["precision"])
         )
-    out.print(t)
+    console.print(t)
 
 
 # -- models ------------------------------------------------------------------------------
@@ -321,26 +421,52 @@ def _registry(config: Path | None, model_dir: Path | None) -> Any:
     return ModelRegistry(settings_for(config, model_dir=model_dir).registry)
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead.")]
+
+
+def version_info(info: Any) -> dict[str, Any]:
+    """One registry version as ``models list --json`` prints it."""
+    chosen = info.manifest.get("chosen") or {}
+    rows = info.manifest.get("rows") or {}
+    return {
+        "version": info.version,
+        "current": bool(info.is_current),
+        "created_at": info.created_at,
+        "n_components": chosen.get("n_components"),
+        "covariance_type": chosen.get("covariance_type"),
+        "fit_rows": rows.get("fit"),
+        "rejected": info.rejected or None,
+    }
+
+
 @models_app.command("list")
-def models_list(model_dir: ModelDirOpt = None, config: ConfigOpt = None) -> None:
+def models_list(
+    model_dir: ModelDirOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Every version, oldest first; CURRENT is marked."""
     with _errors():
         reg = _registry(config, model_dir)
-        infos = reg.list()
+        infos = [version_info(i) for i in reg.list()]
+    if as_json:
+        print_json(infos)
+        return
     t = RichTable(title=f"models in {reg.root}")
-    for col in ("", "version", "created", "model", "fit rows", "status"):
+    t.add_column("")
+    # Version ids are what `models promote` takes: never shortened, even on a narrow terminal.
+    t.add_column(
+        "version", no_wrap=True, min_width=max((len(i["version"]) for i in infos), default=7)
+    )
+    for col in ("created", "model", "fit rows", "status"):
         t.add_column(col)
     for i in infos:
-        chosen = i.manifest.get("chosen") or {}
-        rows = i.manifest.get("rows") or {}
-        status = f"rejected: {i.rejected.get('reason')}" if i.rejected else ""
+        rejected = i["rejected"]
         t.add_row(
-            "*" if i.is_current else "",
-            i.version,
-            i.created_at,
-            f"K={chosen.get('n_components')} {chosen.get('covariance_type')}",
-            str(rows.get("fit", "")),
-            status,
+            "*" if i["current"] else "",
+            i["version"],
+            i["created_at"],
+            f"K={i['n_components']} {i['covariance_type']}",
+            "" if i["fit_rows"] is None else str(i["fit_rows"]),
+            f"rejected: {rejected.get('reason')}" if rejected else "",
         )
     out.print(t)
 
@@ -353,8 +479,10 @@ def models_show(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the model card as HTML.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Manifest and training summary of one version (verified, then loaded)."""
+    check_output(report, "'--report'")
     with _errors():
         reg = _registry(config, model_dir)
         bundle = reg.load(version)
@@ -366,7 +494,11 @@ def models_show(
     summary = {
         k: v for k, v in bundle.summary.items() if k not in ("grid", "reference", "settings")
     }
-    out.print_json(data={"manifest": info.manifest, "rejected": info.rejected, "summary": summary})
+    doc = {"manifest": info.manifest, "rejected": info.rejected, "summary": summary}
+    if as_json:
+        print_json(doc)  # the JSON alone: no grid table, no report line
+        return
+    out.print_json(data=doc, default=str)
     print_grid(bundle.summary)
     if report is not None:
         out.print(f"model card written to {report}")
@@ -403,23 +535,29 @@ def models_prune(model_dir: ModelDirOpt = None, config: ConfigOpt = None) -> Non
 
 # -- config ------------------------------------------------------------------------------
 @config_app.command("show")
-def config_show(config: ConfigOpt = None, model_dir: ModelDirOpt = None) -> None:
-    """The effective configuration, where each value came from; secrets masked."""
+def config_show(
+    config: ConfigOpt = None, model_dir: ModelDirOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The effective configuration as TOML, each value's source in a comment; secrets masked.
+
+    Every section and key is there; unset keys and secrets are commented out, so the
+    output is itself a configuration file that `detector config check` accepts.
+    """
+    from detector.settings_doc import effective_entries, effective_json, render_effective_toml
+
     with _errors():
         overrides = _overrides(model_dir=model_dir)
         settings = load_settings(config, overrides)
-        rows = describe_sources(settings, config, overrides)
-    t = RichTable(title="effective configuration")
-    for col in ("key", "value", "source"):
-        t.add_column(col)
-    for key, value, origin in rows:
-        t.add_row(key, value, origin)
-    out.print(t)
+        entries = effective_entries(settings, config, overrides)
+    if as_json:
+        print_json(effective_json(entries))
+    else:
+        typer.echo(render_effective_toml(entries), nl=False)
 
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="TOML file to validate.")]) -> None:
-    """Validate a configuration file on its own; exit 2 naming each bad key."""
+    """Validate a configuration file on its own (environment ignored); exit 2 naming each bad key."""
     with _errors():
         check_config_file(file)
     out.print(f"{file}: OK")

@@ -33,10 +33,16 @@ from kafka.errors import KafkaError
 from threadpoolctl import threadpool_limits
 
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
-from detector.errors import DetectorError, ModelIntegrityError, RegistryError
+from detector.errors import (
+    BrokerUnavailableError,
+    DetectorError,
+    ModelIntegrityError,
+    RegistryError,
+)
 from detector.events import EventParser
 from detector.features.temporal import TemporalState
 from detector.health import HealthState
+from detector.logs import describe_error, last_connection_failure
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer, ScoreResult
 from detector.registry.store import ModelRegistry
@@ -50,6 +56,7 @@ from detector.stream.memory import (
     freeze_startup_objects,
     pin_malloc_mmap_threshold,
 )
+from detector.stream.reach import Backoff, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,7 @@ class DetectorService:
         self.consumed = 0
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
         self._joining = True  # between a revocation (or the start) and the next assignment
+        self._session_connected = False  # this session's producer reached the cluster
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -159,7 +167,8 @@ class DetectorService:
         The idle clock stops during a group join and restarts at the assignment.
 
         Kafka errors end the session and start a new one after a back-off (not ready
-        meanwhile); nothing is committed that was not acknowledged.
+        meanwhile), one log line per attempt; nothing is committed that was not
+        acknowledged. A session starts with a TCP check of the bootstrap servers.
         """
         # RSS stays flat under load only if big buffers stay on mmap and numpy's buffer cache
         # is full from the start; full collections stall batches only if they need not walk
@@ -173,25 +182,45 @@ class DetectorService:
             self._serve(max_events, idle_timeout_s)
 
     def _serve(self, max_events: int | None, idle_timeout_s: float | None) -> None:
-        backoff = BACKOFF_START_S
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         while not self.stopping:
             if self.scorer is None and not self._load_initial_model():
                 self._stop.wait(max(1.0, self.settings.service.reload_interval_s))
                 continue
+            self._session_connected = False
             try:
-                finished = self._session(max_events, idle_timeout_s)
-                backoff = BACKOFF_START_S
-                if finished:
+                if self._session(max_events, idle_timeout_s):
                     return
-            except (KafkaError, DeliveryError, FetcherError, OSError) as exc:
+            except (
+                BrokerUnavailableError,
+                KafkaError,
+                DeliveryError,
+                FetcherError,
+                OSError,
+            ) as exc:
                 self.metrics.broker_errors.inc()
                 self.health.connected = False
-                self.health.reason = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "Kafka session ended (%s); retrying in %.1f s", self.health.reason, backoff
-                )
-                self._stop.wait(backoff)
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                if self._session_connected:
+                    backoff.reset()  # a session that got going starts the back-off afresh
+                self.health.reason = self._session_error(exc)
+                delay_s = backoff.next_delay_s()
+                # The one line per attempt: kafka-python's own lines about it are filtered.
+                log.warning("%s; retry %d in %.1f s", self.health.reason, backoff.failures, delay_s)
+                self._stop.wait(delay_s)
+
+    def _session_error(self, exc: BaseException) -> str:
+        """Why a session ended, for the retry line and /readyz: the class named once."""
+        if isinstance(exc, BrokerUnavailableError):
+            return str(exc)  # "broker HOST:PORT unreachable (connection refused)"
+        if not self._session_connected:
+            seen = last_connection_failure()
+            if seen and str(exc).rsplit(": ", 1)[-1] in seen:
+                seen = None  # kafka-python's last line only repeated the exception
+            return (
+                f"broker {self.settings.kafka.bootstrap_servers} unreachable "
+                f"({describe_error(exc)}{f'; kafka-python: {seen}' if seen else ''})"
+            )
+        return f"Kafka session ended ({describe_error(exc)})"
 
     def _load_initial_model(self) -> bool:
         try:
@@ -207,7 +236,9 @@ class DetectorService:
         self._pending.clear()
         self._acked = {}
         try:
+            check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
             self._producer = make_producer(cfg)
+            self._session_connected = True
             self._fetcher = open_fetcher(self.settings, self)
             self.health.connected = True
             self.health.reason = "connected"
