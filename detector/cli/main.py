@@ -47,7 +47,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error line is never cut in two
 # Not a terminal (a pipe, a file, CI): tables as wide as their content, never cut at 80.
 PIPE_WIDTH = 10_000
 

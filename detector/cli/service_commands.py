@@ -1,4 +1,10 @@
-"""Commands that talk to Kafka (run, retrain, demo), kept apart so `train` stays light."""
+"""Commands that talk to Kafka (run, retrain, demo), kept apart so `train` stays light.
+
+Each checks its settings before starting anything (``detector.cli.checks``) and ends with
+the exit codes of ``detector.cli.exits``; a broker that cannot be reached is never a
+traceback: ``run`` retries with a back-off (one line per attempt), ``retrain`` prints the
+``failed`` outcome with the reason and exits 3, ``demo --bootstrap`` exits 3.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,24 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from detector.cli.checks import check_kafka, check_kafka_files, check_output
+from detector.cli.exits import ExitCode, is_broker_error
 from detector.cli.main import ConfigOpt, ModelDirOpt, _errors, app, settings_for
-from detector.logs import setup_logging
+from detector.errors import BrokerUnavailableError, ConfigError, DetectorError
+from detector.logs import describe_error, setup_logging
+
+if TYPE_CHECKING:
+    from detector.health import HealthServer
+    from detector.metrics import RetrainMetrics
+    from detector.retrain.job import RetrainOutcome
+    from detector.retrain.trigger import DriftTrigger
+    from detector.settings import Settings
+    from detector.stream.reach import Backoff
+    from detector.stream.service import DetectorService
 
 log = logging.getLogger("detector")
 
@@ -39,19 +57,14 @@ def run(
     ] = None,
 ) -> None:
     """Run the detector service: score the input topic, publish alerts and dead letters."""
-    from detector.health import HealthServer
     from detector.stream.service import DetectorService
 
     with _errors():
         settings = settings_for(config, model_dir=model_dir, kafka__bootstrap_servers=bootstrap)
+        check_kafka(settings)  # before the metrics server starts or the model loads
         setup_logging(settings.service.log_format, settings.service.log_level)
         service = DetectorService(settings)
-        server = HealthServer(
-            settings.service.metrics_host,
-            settings.service.metrics_port,
-            service.metrics.registry,
-            service.health,
-        ).start()
+        server = _start_health_server(settings, service)
     log.info(
         "metrics and health on http://%s:%d/metrics", settings.service.metrics_host, server.port
     )
@@ -77,6 +90,19 @@ def run(
         int(m.events.labels("dead_lettered")._value.get()),
     )
     sys.stdout.flush()
+
+
+def _start_health_server(settings: Settings, service: DetectorService) -> HealthServer:
+    from detector.health import HealthServer
+
+    host, port = settings.service.metrics_host, settings.service.metrics_port
+    try:
+        return HealthServer(host, port, service.metrics.registry, service.health).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"service.metrics_port = {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose a free port, or 0 for any (env DETECTOR_SERVICE__METRICS_PORT)"
+        ) from None
 
 
 def parse_duration_s(text: str) -> float:
@@ -113,20 +139,25 @@ def retrain(
         int | None, typer.Option(help="Stop after this many runs (testing).")
     ] = None,
 ) -> None:
-    """Retrain from the samples window; promote the candidate only if it passes the gate."""
+    """Retrain from the samples window; promote the candidate only if it passes the gate.
+
+    Prints each run's outcome as JSON: promoted, rejected, refused, busy (exit 0 with
+    --once) or failed (exit 1; 3 when the broker could not be reached or failed).
+    """
     import orjson
     from prometheus_client import write_to_textfile
 
     from detector.metrics import RetrainMetrics
-    from detector.retrain.job import retrain_once
 
     if not (once or every or on_drift):
         raise typer.BadParameter("choose --once, --every DURATION and/or --on-drift")
+    interval_s = parse_duration_s(every) if every else None
+    check_output(metrics_file, "'--metrics-file'")
     with _errors():
         settings = settings_for(config, model_dir=model_dir, kafka__bootstrap_servers=bootstrap)
+        check_kafka(settings)
     setup_logging(settings.service.log_format, settings.service.log_level)
     metrics = RetrainMetrics()
-    interval_s = parse_duration_s(every) if every else None
     stop = {"flag": False}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -135,21 +166,19 @@ def retrain(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def one_run() -> str:
-        with _errors():
-            outcome = retrain_once(settings, metrics=metrics)
+    def one_run() -> int:
+        outcome, code = run_retrain(settings, metrics)
         typer.echo(
             orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2, default=str).decode()
         )
         if metrics_file is not None:
             write_to_textfile(str(metrics_file), metrics.registry)
-        return outcome.outcome
+        return code
 
     if once and not (every or on_drift):
-        outcome = one_run()
-        raise typer.Exit(1 if outcome == "failed" else 0)
+        raise typer.Exit(one_run())
 
-    from detector.retrain.trigger import DriftTrigger
+    from detector.stream.reach import Backoff
 
     runs = 0
     next_run = (
@@ -157,18 +186,29 @@ def retrain(
         if once
         else (time.monotonic() + interval_s if interval_s else float("inf"))
     )
-    with _errors():
-        trigger = DriftTrigger(settings) if on_drift else None
+    trigger: DriftTrigger | None = None
+    trigger_backoff = Backoff()
+    next_trigger = time.monotonic()
     while not stop["flag"] and (max_runs is None or runs < max_runs):
+        if on_drift and trigger is None and time.monotonic() >= next_trigger:
+            trigger, wait_s = _open_trigger(settings, trigger_backoff)
+            next_trigger = time.monotonic() + wait_s
         reason = None
+        wait = min(1.0, max(0.0, next_run - time.monotonic()))
         if time.monotonic() >= next_run:
             reason = "schedule"
-        elif trigger is not None and trigger.poll(
-            timeout_s=min(1.0, max(0.0, next_run - time.monotonic()))
-        ):
-            reason = "drift event"
-        elif trigger is None:
-            time.sleep(min(1.0, max(0.0, next_run - time.monotonic())))
+        elif trigger is not None:
+            try:
+                if trigger.poll(timeout_s=wait):
+                    reason = "drift event"
+            except Exception as exc:
+                if not is_broker_error(exc):
+                    raise
+                log.warning("drift trigger lost the broker (%s); reopening", describe_error(exc))
+                _close_quietly(trigger)
+                trigger = None
+        else:
+            time.sleep(wait)
         if reason is None:
             continue
         log.info("retraining (%s)", reason)
@@ -176,7 +216,62 @@ def retrain(
         runs += 1
         next_run = time.monotonic() + interval_s if interval_s else float("inf")
     if trigger is not None:
+        _close_quietly(trigger)
+
+
+def run_retrain(settings: Settings, metrics: RetrainMetrics) -> tuple[RetrainOutcome, int]:
+    """One retrain run as (outcome, exit code); a broker or job failure is outcome ``failed``.
+
+    The broker is checked first: ``broker HOST:PORT unreachable (connection refused)`` is
+    a better reason than the consumer's ``KafkaTimeoutError`` after bootstrap_timeout_ms.
+    """
+    from detector.retrain.job import RetrainOutcome, retrain_once
+    from detector.stream.reach import check_reachable
+
+    started = time.perf_counter()
+    try:
+        check_reachable(settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3)
+        outcome = retrain_once(settings, metrics=metrics)
+    except Exception as exc:
+        broker = is_broker_error(exc)
+        if not broker and not isinstance(exc, DetectorError | OSError):
+            raise
+        reason = str(exc) if isinstance(exc, BrokerUnavailableError) else describe_error(exc)
+        if broker and not isinstance(exc, BrokerUnavailableError):
+            reason = f"Kafka: {reason}"
+        took = time.perf_counter() - started
+        metrics.runs.labels("failed").inc()
+        metrics.duration.set(took)
+        log.error("retrain failed: %s", reason)
+        outcome = RetrainOutcome("failed", reason=reason, figures={"duration_s": took})
+        return outcome, ExitCode.BROKER if broker else ExitCode.FAILED
+    return outcome, ExitCode.FAILED if outcome.outcome == "failed" else ExitCode.OK
+
+
+def _open_trigger(settings: Settings, backoff: Backoff) -> tuple[DriftTrigger | None, float]:
+    """The drift-topic consumer, or (None, seconds to wait) while the broker is unreachable."""
+    from detector.retrain.trigger import DriftTrigger
+    from detector.stream.reach import check_reachable
+
+    try:
+        check_reachable(settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3)
+        trigger = DriftTrigger(settings)
+    except Exception as exc:
+        if not is_broker_error(exc):
+            raise
+        delay_s = backoff.next_delay_s()
+        why = str(exc) if isinstance(exc, BrokerUnavailableError) else describe_error(exc)
+        log.warning("drift trigger: %s; retry %d in %.1f s", why, backoff.failures, delay_s)
+        return None, delay_s
+    backoff.reset()
+    return trigger, 0.0
+
+
+def _close_quietly(trigger: DriftTrigger) -> None:
+    try:
         trigger.close()
+    except Exception:  # closing after a broker failure must not mask what happened
+        log.debug("drift trigger close failed", exc_info=True)
 
 
 @app.command()
@@ -204,6 +299,14 @@ def demo(
 
     with _errors():
         settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
+        check_kafka_files(settings)
+        if settings.kafka.bootstrap_servers:  # unset: the demo starts its own broker
+            from detector.stream.reach import check_reachable
+
+            check_kafka(settings)
+            check_reachable(
+                settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3
+            )
     setup_logging(settings.service.log_format, "WARNING")
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
