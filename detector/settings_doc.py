@@ -66,8 +66,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        if not value:
-            return "{}"
         items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
         return "{ " + items + " }"
     return repr(value)
@@ -172,7 +170,8 @@ def render_effective_toml(entries: list[Entry], title: str = "") -> str:
         elif e.value is None:
             out.append(f"# {e.key} = (unset)  # {e.origin}")
         else:
-            out.append(f"{e.key} = {_toml_value(e.value)}  # {e.origin}")
+            shown = "{}" if e.value == {} else _toml_value(e.value)
+            out.append(f"{e.key} = {shown}  # {e.origin}")
     return "\n".join(out) + "\n"
 
 

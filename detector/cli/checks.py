@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
 from detector.errors import ConfigError
 from detector.settings import ENV_PREFIX, Settings
 from detector.stream.reach import parse_bootstrap
 
 _KAFKA_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
+class UsageError(Exception):
+    """A command-line value that cannot work (exit 2, one line naming the option)."""
 
 
 def env_name(dotted_key: str) -> str:
@@ -43,9 +45,7 @@ def check_output(path: Path | None, option: str) -> None:
     if path is None or str(path) == "-":
         return
     if path.is_dir():
-        raise typer.BadParameter(f"{path} is a directory; give a file name", param_hint=option)
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
     parent = path.parent
     if not parent.is_dir():
-        raise typer.BadParameter(
-            f"{path}: the folder {parent} does not exist (create it first)", param_hint=option
-        )
+        raise UsageError(f"{option} {path}: the folder {parent} does not exist (create it first)")

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from detector.cli.checks import check_output
+from detector.cli.checks import UsageError, check_output
 from detector.cli.exits import ExitCode, is_broker_error
 from detector.errors import ConfigError, DataError, DetectorError
 from detector.logs import describe_error
@@ -132,7 +132,7 @@ def _errors() -> Iterator[None]:
     """Typed errors -> one line on stderr and the exit code of ``detector.cli.exits``."""
     try:
         yield
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, UsageError) as exc:
         error_line(str(exc))
         raise typer.Exit(ExitCode.USAGE) from None
     except DetectorError as exc:
@@ -284,8 +284,8 @@ def score(
     held-out normal events scoring this low or lower), p_value (the same as a share).
     """
     to_stdout = str(output) == "-"
-    check_output(output, "'--output' / '-o'")
     with _errors():
+        check_output(output, "--output")
         scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         errors = {**result.errors, **table.errors}
         if to_stdout:
@@ -369,10 +369,10 @@ def evaluate(
     """AUROC, AUPRC, and per severity the alert rate on normal rows and recall on anomalies."""
     from detector.model.evaluate import quality
 
-    check_output(json_out, "'--json'")
-    check_output(report, "'--report'")
     json_to_stdout = json_out is not None and str(json_out) == "-"
     with _errors():
+        check_output(json_out, "--json")
+        check_output(report, "--report")
         scorer, table, result = _score_file(data, config, model_dir, label_column, version)
         assert table.labels is not None
         figures = quality(result, table.labels)
@@ -482,8 +482,8 @@ def models_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Manifest and training summary of one version (verified, then loaded)."""
-    check_output(report, "'--report'")
     with _errors():
+        check_output(report, "--report")
         reg = _registry(config, model_dir)
         bundle = reg.load(version)
         info = reg.info(bundle.version)

@@ -152,8 +152,8 @@ def retrain(
     if not (once or every or on_drift):
         raise typer.BadParameter("choose --once, --every DURATION and/or --on-drift")
     interval_s = parse_duration_s(every) if every else None
-    check_output(metrics_file, "'--metrics-file'")
     with _errors():
+        check_output(metrics_file, "--metrics-file")
         settings = settings_for(config, model_dir=model_dir, kafka__bootstrap_servers=bootstrap)
         check_kafka(settings)
     setup_logging(settings.service.log_format, settings.service.log_level)

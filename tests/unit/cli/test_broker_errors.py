@@ -19,8 +19,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from detector.cli.exits import ExitCode
 from detector.cli import service_commands  # noqa: F401  (registers run, retrain, demo)
+from detector.cli.exits import ExitCode
 from detector.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[3]
