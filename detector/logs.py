@@ -33,6 +33,11 @@ _CONNECTION_TEXT = re.compile(
 )
 
 
+# kafka-python warnings that tell a user nothing they can act on: a consumer without a
+# group (the retrainer's window reader, the demo's alert reader) has no auto-commit.
+_HARMLESS_TEXT = re.compile(r"group_id is None: disabling auto-commit")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {
@@ -65,6 +70,8 @@ class ThirdPartyFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return False
         message = record.getMessage()
+        if _HARMLESS_TEXT.search(message):
+            return False
         if _CONNECTION_TEXT.search(message):
             self.last_connection_failure = message
             self.dropped_connection_records += 1

@@ -44,6 +44,9 @@ def test_kafka_python_connection_lines_are_dropped_and_other_warnings_kept(
     )
     logging.getLogger("kafka.cluster").error("Metadata refresh: failed Cancelled")
     logging.getLogger("kafka.coordinator").info("Successfully joined group")
+    logging.getLogger("kafka.coordinator.consumer").warning(
+        "group_id is None: disabling auto-commit."
+    )
     logging.getLogger("kafka.net.sasl.plain").warning("Sending username and password in the clear")
     logging.getLogger("detector.stream.service").info("consuming events")
     # Then only the security warning and our own line are printed
