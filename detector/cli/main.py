@@ -33,6 +33,11 @@ from detector.settings import Settings, check_config_file, load_settings
 
 app = typer.Typer(
     help="Streaming anomaly detector: Gaussian-mixture scoring with calibrated alerts.",
+    epilog=(
+        "Exit codes: 0 ok; 1 failed (no model, model refused, training or retrain failed); "
+        "2 usage, configuration or input error; 3 Kafka broker unreachable or failing; "
+        "130 interrupted."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -279,9 +284,7 @@ def score(
 ) -> None:
     """Score a file offline with the same scorer the service uses.
 
-    Columns: log_likelihood (higher = more normal), anomaly_score = -log_likelihood
-    (for sorting; negative for very normal rows), percentile (percent, 0-100, of
-    held-out normal events scoring this low or lower), p_value (the same as a share).
+    Columns: log_likelihood (higher = more normal); anomaly_score = -log_likelihood (for sorting; negative for very normal rows); percentile: percent (0-100) of held-out normal events that scored this low or lower; p_value: the same as a share (0-1); threshold: the log-likelihood threshold crossed.
     """
     to_stdout = str(output) == "-"
     with _errors():
