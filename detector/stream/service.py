@@ -68,6 +68,13 @@ LAG_INTERVAL_S = 1.0
 # Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+# kafka-python reconnects by itself, silently here (its lines are filtered), so a broker
+# lost mid-session is noticed by our own TCP check, made after this long without
+# records; a connect every few seconds of idleness costs the broker nothing.
+BROKER_CHECK_IDLE_S = 5.0
+# The in-session check blocks the (idle) loop: a short timeout keeps a black-holed host
+# from stalling heartbeats and reloads.
+BROKER_CHECK_TIMEOUT_S = 1.0
 
 
 class DeliveryError(DetectorError):
@@ -151,6 +158,8 @@ class DetectorService:
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
         self._joining = True  # between a revocation (or the start) and the next assignment
         self._session_connected = False  # this session's producer reached the cluster
+        self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)  # checks failed mid-session
+        self._next_broker_check = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -239,6 +248,8 @@ class DetectorService:
             check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
             self._producer = make_producer(cfg)
             self._session_connected = True
+            self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
+            self._next_broker_check = time.monotonic() + BROKER_CHECK_IDLE_S
             self._fetcher = open_fetcher(self.settings, self)
             self.health.connected = True
             self.health.reason = "connected"
@@ -253,6 +264,7 @@ class DetectorService:
             while not self.stopping:
                 batch = self._poll()
                 self.health.beat()
+                self._watch_broker(bool(batch))
                 if batch:
                     self._idle_since = time.monotonic()
                     self._process(batch)
@@ -271,6 +283,39 @@ class DetectorService:
             return True
         finally:
             self._close()
+
+    def _watch_broker(self, got_records: bool) -> None:
+        """Report a broker lost mid-session, one line per check with the back-off.
+
+        The session goes on (the client reconnects by itself, and a failed send still ends
+        the session); meanwhile /readyz says why it is not ready.
+        """
+        now = time.monotonic()
+        watch = self._broker_watch
+        if got_records and not watch.failures:
+            self._next_broker_check = now + BROKER_CHECK_IDLE_S
+            return
+        if now < self._next_broker_check:
+            return
+        cfg = self.settings.kafka
+        try:
+            check_reachable(cfg.bootstrap_servers, BROKER_CHECK_TIMEOUT_S)
+        except BrokerUnavailableError as exc:
+            self.metrics.broker_errors.inc()
+            self.health.connected = False
+            self.health.reason = str(exc)
+            delay_s = watch.next_delay_s()
+            log.warning(
+                "%s; the client reconnects, check %d in %.1f s", exc, watch.failures, delay_s
+            )
+            self._next_broker_check = now + delay_s
+            return
+        if watch.failures:
+            log.info("broker %s reachable again", cfg.bootstrap_servers)
+            self.health.connected = True
+            self.health.reason = "connected"
+            watch.reset()
+        self._next_broker_check = now + BROKER_CHECK_IDLE_S
 
     def _close(self) -> None:
         fetcher, producer = self._fetcher, self._producer
