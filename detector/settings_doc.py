@@ -99,6 +99,7 @@ class Entry:
     value: Any  # None when unset; never a secret's value
     secret: bool  # a SecretStr (shown as set / unset only)
     origin: str  # argument | env NAME | file PATH | default
+    default_is_set: bool = False  # the key has a default a TOML file cannot take away
 
     @property
     def dotted(self) -> str:
@@ -144,7 +145,9 @@ def effective_entries(
                 origin = "default"
             secret = isinstance(value, SecretStr) or "SecretStr" in str(field.annotation)
             shown = ("set" if value is not None else None) if secret else value
-            entries.append(Entry(section_name, key, shown, secret, origin))
+            entries.append(
+                Entry(section_name, key, shown, secret, origin, field.get_default() is not None)
+            )
     return entries
 
 
@@ -168,7 +171,9 @@ def render_effective_toml(entries: list[Entry], title: str = "") -> str:
             state = "set, not shown" if e.value is not None else "unset"
             out.append(f"# {e.key} = (secret: {state})  # {e.origin}")
         elif e.value is None:
-            out.append(f"# {e.key} = (unset)  # {e.origin}")
+            # TOML has no null: a key unset over a default cannot be written back.
+            note = "; a TOML file cannot unset it" if e.default_is_set else ""
+            out.append(f"# {e.key} = (unset{note})  # {e.origin}")
         else:
             shown = "{}" if e.value == {} else _toml_value(e.value)
             out.append(f"{e.key} = {shown}  # {e.origin}")

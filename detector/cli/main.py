@@ -529,11 +529,16 @@ def models_rollback(model_dir: ModelDirOpt = None, config: ConfigOpt = None) -> 
 
 
 @models_app.command("prune")
-def models_prune(model_dir: ModelDirOpt = None, config: ConfigOpt = None) -> None:
+def models_prune(
+    model_dir: ModelDirOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Delete all but the newest registry.keep_versions versions (never CURRENT)."""
     with _errors():
         gone = _registry(config, model_dir).prune()
-    out.print(f"deleted {len(gone)} versions: {', '.join(gone) or '-'}")
+    if as_json:
+        print_json({"deleted": list(gone)})
+        return
+    out.print(f"deleted {len(gone)} versions: {', '.join(gone) or '-'}", highlight=False)
 
 
 # -- config ------------------------------------------------------------------------------
