@@ -200,7 +200,11 @@ class FeatureSettings(_Section):
         200,
         ge=2,
         le=10_000,
-        description="A categorical column with more distinct values than this is refused (likely an id).",
+        description="A text column with more distinct values than this is an id, not a category: excluded when inferred (shown in training's column table), refused when listed in features.categorical.",
+    )
+    decimal: Literal[".", ","] = Field(
+        ".",
+        description='Decimal separator of numbers in CSV files: "." or "," (0,38 reads as 0.38; a "." in a cell is then not a number, thousands separators are not read). With ".", a column of decimal-comma numbers is refused with this hint.',
     )
 
 

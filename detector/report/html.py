@@ -174,6 +174,23 @@ def model_card_sections(bundle: ModelBundle) -> list[tuple[str, str]]:
         + "<details><summary>grid table (BIC and AIC on the search subsample)</summary>"
         + table(["covariance", "K", "BIC", "AIC", "converged", "skipped because"], grid_rows)
         + "</details>"
+        + (
+            "<h3>Columns (what training did with each)</h3>"
+            + table(
+                ["column", "type", "why", "missing cells"],
+                [
+                    [
+                        c["column"],
+                        c["type"],
+                        c["why"],
+                        "" if c["missing_cells"] is None else c["missing_cells"],
+                    ]
+                    for c in s["columns"]
+                ],
+            )
+            if s.get("columns")
+            else ""
+        )
         + "<h3>Feature reference statistics (fit rows, before scaling)</h3>"
         + table(["feature", "mean", "std", "min", "max"], ref_rows)
         + (table(["categorical feature", "categories", "examples"], cat_rows) if cat_rows else "")
