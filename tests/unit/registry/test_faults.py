@@ -79,9 +79,9 @@ def test_unreadable_registry_is_a_registry_error(tmp_path: Path, small_bundle, m
 
     monkeypatch.setattr(Path, "open", no_permission)
     # When CURRENT is read / Then both are RegistryErrors naming the file and the cause
-    with pytest.raises(RegistryError, match="cannot read .*models/CURRENT"):
+    with pytest.raises(RegistryError, match=r"cannot read .*models/CURRENT"):
         registry(not_a_dir).current()
-    with pytest.raises(RegistryError, match="cannot read .*CURRENT: Permission denied"):
+    with pytest.raises(RegistryError, match=r"cannot read .*CURRENT: Permission denied"):
         denied.current()
 
 
@@ -132,7 +132,7 @@ def test_bundle_of_the_wrong_type_is_refused(tmp_path: Path, small_bundle) -> No
     # When they are loaded / Then each is refused naming what it is
     with pytest.raises(ModelIntegrityError, match="is a dict, not a ModelBundle") as e1:
         reg.load(v1)
-    with pytest.raises(ModelIntegrityError, match="bundle.mixture is a str") as e2:
+    with pytest.raises(ModelIntegrityError, match=r"bundle\.mixture is a str") as e2:
         reg.load(v2)
     assert e1.value.check == e2.value.check == "type"
 
