@@ -92,4 +92,4 @@ def test_current_as_directory_then_truncated_bundle_keeps_scoring(broker, tmp_pa
         assert rates[name] > rates["healthy"] / 3, rates
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
     assert alerts and {a["model_version"] for a in alerts} == {v1}
-    print(f"\nthroughput by phase (events/s): {({k: round(v) for k, v in rates.items()})}")
+    print(f"\nthroughput by phase (events/s): { ({k: round(v) for k, v in rates.items()}) }")

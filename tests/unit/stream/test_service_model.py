@@ -111,3 +111,42 @@ def test_registry_faults_during_reload_keep_the_model_and_count_one_refusal_each
     reload_now(service)
     assert service.scorer.version == v3
     assert service.metrics.model_reloads.labels("loaded")._value.get() == 1
+
+
+def test_detector_run_with_an_unreadable_registry_waits_with_one_line(tmp_path: Path) -> None:
+    # Given `detector run` pointed at a registry it cannot read (and no broker needed yet)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    models = tmp_path / "models"
+    models.write_text("not a directory")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+        "DETECTOR_REGISTRY__PATH": str(models),
+        "DETECTOR_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "DETECTOR_SERVICE__METRICS_PORT": "0",
+        "DETECTOR_SERVICE__RELOAD_INTERVAL_S": "0.2",
+    }
+    log = tmp_path / "run.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "run"], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+    # When it has been waiting for a while after its first attempt (a retry each second)
+    deadline = time.monotonic() + 60
+    while "no usable model" not in log.read_text() and proc.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    output = log.read_text()
+    # Then it neither crashed nor repeated itself: one clear line, a clean exit
+    assert "Traceback" not in output
+    assert output.count("no usable model yet") == 1, output
+    assert "cannot read" in output
+    assert proc.returncode == 0
