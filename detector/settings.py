@@ -22,6 +22,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -558,6 +559,13 @@ def load_settings(
         return Settings(**dict(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=path)) from None
+    except SettingsError as exc:
+        # An environment variable holding a whole section that is not JSON; the message
+        # names the field and the source, never the value (it may hold a secret).
+        raise ConfigError(
+            f"invalid configuration: {exc}; a section set as one variable must be a JSON "
+            f"object, or set each key as {ENV_PREFIX}SECTION__KEY"
+        ) from None
     finally:
         _TOML_PATH.reset(token)
 

@@ -149,7 +149,8 @@ def infer_spec(
                     f"column {name!r} is mostly numbers ({n_numbers} of {len(present)} present "
                     f"values) but holds other values: {sample} ({len(bad)} such values); "
                     f"declare it numeric (features.numeric = [...], every numeric column listed) "
-                    f"or categorical (features.categorical), or clean the data"
+                    f"or categorical (features.categorical), or clean the data "
+                    f"(a missing value in an event is null or an absent key)"
                 )
             distinct = len({str(v) for v in present})
             if categorical is None and _id_like(distinct, len(present), settings.max_categories):

@@ -78,6 +78,18 @@ def test_env_unknown_key_error_never_shows_the_secret(monkeypatch) -> None:
     assert SENTINEL not in str(err.value) and SENTINEL not in result.output
 
 
+def test_unparsable_section_variable_is_a_config_error_without_its_value(monkeypatch) -> None:
+    # Given a whole section set as one environment variable that is not JSON
+    monkeypatch.setenv("DETECTOR_REGISTRY", '{"signing_key": "' + SENTINEL)
+    # When settings are loaded / Then a ConfigError names the field, not the value
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert 'field "registry"' in str(err.value)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert SENTINEL not in str(err.value) and SENTINEL not in result.output
+
+
 def test_config_show_masks_secrets_from_file_and_env(tmp_path: Path, monkeypatch) -> None:
     # Given one secret in a file and one in the environment
     cfg = write(
