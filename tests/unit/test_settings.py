@@ -211,3 +211,23 @@ def test_invalid_values_raise_config_error_naming_the_key(key: str, value) -> No
     with pytest.raises(ConfigError) as err:
         check_config_file_text(f"[{section}]\n{name} = {literal}\n")
     assert key in str(err.value)
+
+
+def test_metrics_bind_loopback_unless_the_image_opens_them() -> None:
+    # Given the defaults, and the environment the container image and the k8s pod set
+    default = load_settings(environ={})
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    pod = (ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()
+    # When the image's variable is applied the way the container applies it
+    import os
+
+    os.environ["DETECTOR_SERVICE__METRICS_HOST"] = "0.0.0.0"
+    try:
+        in_image = load_settings()
+    finally:
+        del os.environ["DETECTOR_SERVICE__METRICS_HOST"]
+    # Then the server binds loopback by default and every interface in the image and the pod
+    assert default.service.metrics_host == "127.0.0.1"
+    assert in_image.service.metrics_host == "0.0.0.0"
+    assert "DETECTOR_SERVICE__METRICS_HOST=0.0.0.0" in dockerfile
+    assert 'name: DETECTOR_SERVICE__METRICS_HOST\n              value: "0.0.0.0"' in pod
