@@ -55,7 +55,10 @@ class ModelIntegrityError(DetectorError):
     """A model bundle failed a check before loading; it was NOT unpickled.
 
     ``check`` names the failed check: ``manifest``, ``checksum``, ``signature``,
-    ``library_version`` or ``missing``.
+    ``library_version``, ``missing``, ``unreadable`` (a file cannot be read), ``load``
+    (the verified bytes do not unpickle, e.g. truncated before publishing) or ``type``
+    (they unpickle to something that is not a whole model bundle). Only ``load`` and
+    ``type`` come after unpickling, and only of bytes that passed every other check.
     """
 
     def __init__(self, check: str, message: str) -> None:
@@ -64,7 +67,10 @@ class ModelIntegrityError(DetectorError):
 
 
 class RegistryError(DetectorError):
-    """The model registry has no such version, no CURRENT, or a refused operation."""
+    """The model registry has no such version, no CURRENT, or a refused operation.
+
+    Also: the registry cannot be read (CURRENT is a directory, permissions).
+    """
 
 
 class BrokerUnavailableError(DetectorError):

@@ -22,6 +22,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -200,7 +201,11 @@ class FeatureSettings(_Section):
         200,
         ge=2,
         le=10_000,
-        description="A categorical column with more distinct values than this is refused (likely an id).",
+        description="A text column with more distinct values than this is an id, not a category: excluded when inferred (shown in training's column table), refused when listed in features.categorical.",
+    )
+    decimal: Literal[".", ","] = Field(
+        ".",
+        description='Decimal separator of numbers in CSV files: "." or "," (0,38 reads as 0.38; a "." in a cell is then not a number, thousands separators are not read). With ".", a column of decimal-comma numbers is refused with this hint.',
     )
 
 
@@ -354,7 +359,11 @@ class EventSettings(_Section):
 class ServiceSettings(_Section):
     """The running service: endpoints, reload, shutdown, alert cooldown, logs."""
 
-    metrics_host: str = Field("0.0.0.0", description="Address of the metrics and health endpoints.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the metrics and health endpoints bind: loopback unless opened on purpose (the container image sets 0.0.0.0 so probes and Prometheus reach it).",
+    )
     metrics_port: int = Field(
         9108,
         ge=0,
@@ -550,6 +559,13 @@ def load_settings(
         return Settings(**dict(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=path)) from None
+    except SettingsError as exc:
+        # An environment variable holding a whole section that is not JSON; the message
+        # names the field and the source, never the value (it may hold a secret).
+        raise ConfigError(
+            f"invalid configuration: {exc}; a section set as one variable must be a JSON "
+            f"object, or set each key as {ENV_PREFIX}SECTION__KEY"
+        ) from None
     finally:
         _TOML_PATH.reset(token)
 
@@ -573,23 +589,65 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def secret_keys(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
+    """Dotted names of every ``SecretStr`` setting (``kafka.sasl_password``...)."""
+    out: set[str] = set()
+    for name, info in (model or Settings).model_fields.items():
+        annotation = info.annotation
+        args = getattr(annotation, "__args__", ()) or ()
+        if annotation is SecretStr or SecretStr in args:
+            out.add(prefix + name)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out |= secret_keys(annotation, f"{prefix}{name}.")
+    return out
+
+
+def _looks_secret(key: str) -> bool:
+    return key in secret_keys()
+
+
 def format_validation_error(exc: ValidationError, source: Path | None = None) -> str:
-    """One line per bad key: ``key = value: what is allowed``."""
+    """One line per bad key: ``key = value: what is allowed``.
+
+    No value of a secret setting is ever shown, nor the value of an unknown key (a
+    misspelt secret is still a secret); as a last guard, any string given to a secret or
+    unknown key is blanked out of every line, pydantic's own message included.
+    """
     lines = []
+    hidden: set[str] = set()
     where = f" (config file {source}, environment {ENV_PREFIX}*)" if source else ""
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(settings)"
         value = err.get("input")
+        if err["type"] == "extra_forbidden" or _looks_secret(key):
+            hidden |= set(_strings(value))
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (value {value!r}); check the spelling")
+            lines.append(f"{key}: unknown key (value not shown); check the spelling")
             continue
         msg = err["msg"].removeprefix("Value error, ")
-        shown = "***" if "password" in key or "key" in key.split(".")[-1] else repr(value)
+        shown = "***" if _looks_secret(key) else repr(value)
         if isinstance(value, dict):
             lines.append(f"{key}: {msg}")
         else:
             lines.append(f"{key} = {shown}: {msg}")
-    return f"invalid configuration{where}:\n  " + "\n  ".join(lines)
+    text = f"invalid configuration{where}:\n  " + "\n  ".join(lines)
+    for secret in sorted(hidden, key=len, reverse=True):
+        if len(secret) >= 3:  # blanking "a" or "1" would garble the message, not protect it
+            text = text.replace(secret, "***")
+    return text
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+    elif value is not None:
+        yield str(value)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -195,7 +195,7 @@ def effective_json(entries: list[Entry]) -> dict[str, Any]:
 
 
 def render_markdown_reference() -> str:
-    """The README's configuration reference: one table per section."""
+    """docs/configuration.md's reference: one table per section."""
     out = []
     for name, section_field in Settings.model_fields.items():
         factory = section_field.default_factory
@@ -229,6 +229,6 @@ if __name__ == "__main__":
     import sys
 
     if "--readme" in sys.argv:
-        _update_readme(Path(__file__).resolve().parents[1] / "README.md")
+        _update_readme(Path(__file__).resolve().parents[1] / "docs" / "configuration.md")
     else:
         print(render_default_toml(), end="")

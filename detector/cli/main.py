@@ -189,6 +189,12 @@ def train(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Publish without making it CURRENT.")
     ] = False,
+    decimal: Annotated[
+        str | None,
+        typer.Option(
+            "--decimal", help='Decimal separator of CSV numbers: "." or "," (features.decimal).'
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train on normal data (BIC search, calibrated thresholds) and publish a model version."""
@@ -197,14 +203,28 @@ def train(
     from detector.registry.store import ModelRegistry
 
     with _errors():
-        settings = settings_for(config, model_dir=model_dir, training__label_column=label_column)
+        settings = settings_for(
+            config,
+            model_dir=model_dir,
+            training__label_column=label_column,
+            features__decimal=decimal,
+        )
         label = settings.training.label_column
-        table = with_temporal(read_table(data, settings, label), settings.features.temporal)
+        table = with_temporal(
+            read_table(data, settings, label, for_training=True), settings.features.temporal
+        )
         with progress_bar(not quiet, "BIC grid") as update:
-            bundle = train_model(table.rows, settings, labels=table.labels, progress=update)
+            bundle = train_model(
+                table.rows,
+                settings,
+                labels=table.labels,
+                progress=update,
+                column_notes=table.notes,
+            )
         registry = ModelRegistry(settings.registry)
         version = registry.publish(bundle, promote=not no_promote)
     if not quiet:
+        print_columns(bundle.summary)
         print_grid(bundle.summary)
     s = bundle.summary
     out.print(
@@ -218,6 +238,24 @@ def train(
         out.print(
             f"  {name}: log-likelihood < {t['log_likelihood']:.3f} ({t['percentile']}% of normal)"
         )
+
+
+# Headers of the column table; stable, like the summary keys they show.
+COLUMN_TABLE_HEADERS = ("column", "type", "why", "missing cells")
+
+
+def print_columns(summary: dict[str, Any]) -> None:
+    """What training did with each column (summary["columns"]), as a table."""
+    columns = summary.get("columns")
+    if not columns:
+        return  # a bundle trained before the table existed
+    table = RichTable(title="columns (what training did with each)")
+    for header in COLUMN_TABLE_HEADERS:
+        table.add_column(header, justify="right" if header == "missing cells" else "left")
+    for c in columns:
+        missing = "" if c["missing_cells"] is None else f"{c['missing_cells']:,}"
+        table.add_row(c["column"], c["type"], c["why"], missing)
+    out.print(table)
 
 
 def print_grid(summary: dict[str, Any]) -> None:
@@ -495,13 +533,16 @@ def models_show(
 
             model_card_report(report, bundle)
     summary = {
-        k: v for k, v in bundle.summary.items() if k not in ("grid", "reference", "settings")
+        k: v
+        for k, v in bundle.summary.items()
+        if k not in ("grid", "reference", "settings", "columns")
     }
     doc = {"manifest": info.manifest, "rejected": info.rejected, "summary": summary}
     if as_json:
-        print_json(doc)  # the JSON alone: no grid table, no report line
+        print_json(doc)  # the JSON alone: no tables, no report line
         return
     out.print_json(data=doc, default=str)
+    print_columns(bundle.summary)
     print_grid(bundle.summary)
     if report is not None:
         out.print(f"model card written to {report}")
@@ -574,7 +615,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="TOML file to validat
 def main() -> None:
     # Commands registered by other modules (run, retrain, demo) are imported here so that
     # `detector --help` lists them without importing Kafka for `detector train`.
-    from detector.cli import service_commands  # noqa: F401
+    from detector.cli import service_commands, topic_commands  # noqa: F401
 
     try:
         app()

@@ -85,6 +85,23 @@ class FeatureSpec:
         )
 
 
+# A text column with a distinct value in every row is an id even below
+# features.max_categories, once there are enough rows for that to mean something.
+ID_MIN_ROWS = 50
+# A column of mostly numbers (this share of its present values) with some text is taken
+# for a numeric column with bad cells (same rule as CSV reading, detector.io.tables).
+MOSTLY_NUMERIC_SHARE = 0.5
+SAMPLE_VALUES = 5
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float)
+
+
+def _id_like(distinct: int, present: int, max_categories: int) -> bool:
+    return distinct > max_categories or (distinct == present and present >= ID_MIN_ROWS)
+
+
 def infer_spec(
     rows: Sequence[Mapping[str, Any]],
     settings: FeatureSettings,
@@ -93,14 +110,13 @@ def infer_spec(
     """Build the spec from configured names, or infer it from the data's types.
 
     A column is numeric when every present value is a number; otherwise categorical
-    with the categories seen, sorted so the encoding does not depend on row order.
+    with the categories seen, sorted so the encoding does not depend on row order. An
+    inferred text column that looks like an id (more than ``max_categories`` distinct
+    values, or a distinct value in every row) is left out; ``describe_columns`` says so.
+    A column of mostly numbers with some text in it is refused, naming a few cells.
     """
     skip = set(exclude) | set(settings.exclude)
-    seen: dict[str, None] = {}
-    for row in rows[:1000]:
-        for key in row:
-            if key not in skip:
-                seen.setdefault(key, None)
+    seen = _seen_columns(rows, skip)
     temporal = derived_names(settings.temporal)
     numeric = (
         list(settings.numeric) + [t for t in temporal if t not in settings.numeric]
@@ -108,21 +124,38 @@ def infer_spec(
         else None
     )
     categorical = list(settings.categorical) if settings.categorical is not None else None
+    declared_cat = set(categorical or ())
     if numeric is None or categorical is None:
         inferred_num, inferred_cat = [], []
         for name in seen:
-            if (numeric is not None and name in numeric) or (
-                categorical is not None and name in categorical
-            ):
+            if (numeric is not None and name in numeric) or name in declared_cat:
                 continue
             values = [r.get(name) for r in rows]
             present = [v for v in values if v is not None and v != ""]
             if not present:
                 raise DataError(f"column {name!r} has no values; exclude it (features.exclude)")
-            if all(isinstance(v, int | float) for v in present):
+            n_numbers = sum(1 for v in present if _is_number(v))
+            if n_numbers == len(present):
                 inferred_num.append(name)
-            else:
-                inferred_cat.append(name)
+                continue
+            if n_numbers >= MOSTLY_NUMERIC_SHARE * len(present):
+                bad = [
+                    (i, v)
+                    for i, v in enumerate(values)
+                    if v not in (None, "") and not _is_number(v)
+                ]
+                sample = ", ".join(f"row {i + 1}: {v!r}" for i, v in bad[:SAMPLE_VALUES])
+                raise DataError(
+                    f"column {name!r} is mostly numbers ({n_numbers} of {len(present)} present "
+                    f"values) but holds other values: {sample} ({len(bad)} such values); "
+                    f"declare it numeric (features.numeric = [...], every numeric column listed) "
+                    f"or categorical (features.categorical), or clean the data "
+                    f"(a missing value in an event is null or an absent key)"
+                )
+            distinct = len({str(v) for v in present})
+            if categorical is None and _id_like(distinct, len(present), settings.max_categories):
+                continue  # an id: excluded, and shown as such in the column table
+            inferred_cat.append(name)
         numeric = numeric if numeric is not None else inferred_num
         categorical = categorical if categorical is not None else inferred_cat
     missing = [n for n in [*numeric, *categorical] if n not in seen]
@@ -139,6 +172,11 @@ def infer_spec(
                 f"(features.max_categories = {settings.max_categories}); is it an id? exclude it"
             )
         cats[name] = tuple(sorted(seen_values))
+    if not numeric and not cats and seen:
+        raise DataError(
+            f"no features left: every column looks like an id ({list(seen)}); declare the "
+            "features (features.numeric, features.categorical)"
+        )
     log1p = set(settings.log1p)
     if not log1p and settings.auto_log1p_skew is not None:
         log1p = heavy_tailed(rows, numeric, settings.auto_log1p_skew)
@@ -148,6 +186,115 @@ def infer_spec(
         log1p=frozenset(log1p),
         temporal=dict(settings.temporal),
     )
+
+
+def _seen_columns(rows: Sequence[Mapping[str, Any]], skip: set[str]) -> dict[str, None]:
+    seen: dict[str, None] = {}
+    for row in rows[:1000]:
+        for key in row:
+            if key not in skip:
+                seen.setdefault(key, None)
+    return seen
+
+
+# Keys of each entry of the training summary's "columns" table. Stable: tools read them.
+COLUMN_TABLE_KEYS = ("column", "type", "why", "missing_cells", "levels", "transform")
+
+
+def describe_columns(
+    spec: FeatureSpec,
+    rows: Sequence[Mapping[str, Any]],
+    settings: FeatureSettings,
+    *,
+    exclude: Sequence[str] = (),
+    notes: Mapping[str, str] | None = None,
+    fixed: bool = False,
+) -> list[dict[str, Any]]:
+    """What training did with each column: type, why, missing cells, levels, transform.
+
+    ``notes`` come from the file reader (the entity and time columns, decimal commas,
+    cells read as missing); ``fixed`` means the spec was given (retraining keeps the
+    current model's) rather than inferred.
+    """
+    notes = dict(notes or {})
+    names = list(_seen_columns(rows, set()))
+    in_rows = set(names)
+    names += [n for n in spec.features if n not in names]
+    names += [n for n in notes if n not in names]
+    derived = {
+        t: base for base in spec.temporal for t in derived_names({base: spec.temporal[base]})
+    }
+    declared_num = set(settings.numeric or ())
+    declared_cat = set(settings.categorical or ())
+    table = []
+    for name in names:
+        values = [r.get(name) for r in rows]
+        missing = sum(
+            1 for v in values if v is None or v == "" or (isinstance(v, float) and v != v)
+        )
+        entry: dict[str, Any] = {
+            "column": name,
+            "type": "excluded",
+            "why": "",
+            "missing_cells": missing,
+            "levels": None,
+            "transform": None,
+        }
+        if name in spec.numeric:
+            entry["type"] = "numeric"
+            if name in derived:
+                base = derived[name]
+                entry["why"] = f"temporal feature of {base} (last {spec.temporal[base]} events)"
+                entry["missing_cells"] = None  # computed per entity, not read
+            elif fixed:
+                entry["why"] = "numeric in the current model"
+            elif name in declared_num:
+                entry["why"] = "listed in features.numeric"
+            else:
+                entry["why"] = "every present value is a number"
+            if name in spec.log1p:
+                entry["transform"] = "log1p"
+                entry["why"] += (
+                    "; log1p (features.log1p)"
+                    if settings.log1p
+                    else f"; log1p: heavy-tailed, skewness > features.auto_log1p_skew = {settings.auto_log1p_skew:g}"
+                )
+        elif name in spec.categorical:
+            n = len(spec.categorical[name])
+            entry.update(type="categorical", levels=n)
+            source = (
+                "in the current model"
+                if fixed
+                else "listed in features.categorical"
+                if name in declared_cat
+                else "text values"
+            )
+            entry["why"] = f"{n} levels ({source})"
+        elif name not in in_rows and name in notes:  # entity, time, label: not features
+            entry["why"] = notes.pop(name)
+            entry["missing_cells"] = None
+        elif name in exclude:
+            entry["why"] = "label column"
+        elif name in settings.exclude:
+            entry["why"] = "listed in features.exclude"
+        elif fixed:
+            entry["why"] = "not a feature of the current model"
+        else:
+            present = [v for v in values if v is not None and v != ""]
+            distinct = len({str(v) for v in present})
+            if not all(_is_number(v) for v in present) and _id_like(
+                distinct, len(present), settings.max_categories
+            ):
+                entry["why"] = (
+                    f"excluded as id: {distinct} distinct values in {len(present)} rows "
+                    f"(features.max_categories = {settings.max_categories})"
+                )
+            else:
+                entry["why"] = "not listed in features.numeric / features.categorical"
+        if name in notes:
+            entry["why"] += f"; {notes[name]}"
+        table.append(entry)
+    return table
 
 
 def heavy_tailed(

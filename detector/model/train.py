@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from detector.errors import TrainingError
 from detector.events import format_time_ms
 from detector.features.encoder import FeatureEncoder
-from detector.features.spec import FeatureSpec, infer_spec
+from detector.features.spec import FeatureSpec, describe_columns, infer_spec
 from detector.model.bundle import ModelBundle, library_versions
 from detector.model.thresholds import Thresholds
 from detector.settings import ModelSettings, Settings
@@ -173,25 +173,37 @@ def train(
     labels: np.ndarray | None = None,
     spec: FeatureSpec | None = None,
     progress: ProgressCallback | None = None,
+    column_notes: Mapping[str, str] | None = None,
 ) -> ModelBundle:
     """Train a model bundle on the normal rows among ``rows``.
 
     ``labels`` (0 normal, nonzero anomaly) drops anomalous rows; ``spec`` fixes the
     features (retraining keeps the current model's), otherwise it comes from settings or
-    is inferred from the rows.
+    is inferred from the rows. ``column_notes`` (from ``read_table``) join the summary's
+    column table: what became of each column and why.
     """
     started = time.perf_counter()
     cfg = settings.model
     n_input = len(rows)
+    all_rows = rows
     if labels is not None:
         keep = np.flatnonzero(np.asarray(labels) == 0)
         rows = [rows[int(i)] for i in keep]
     n_dropped_label = n_input - len(rows)
     if not rows:
         raise TrainingError("no normal rows to train on")
+    fixed = spec is not None
+    label = settings.training.label_column
     if spec is None:
-        label = settings.training.label_column
         spec = infer_spec(rows, settings.features, exclude=[label] if label else [])
+    columns = describe_columns(
+        spec,
+        all_rows,
+        settings.features,
+        exclude=[label] if label else [],
+        notes=column_notes,
+        fixed=fixed,
+    )
 
     batch = FeatureEncoder(spec, settings.features).encode(rows)
     usable = batch.valid & ~np.isnan(batch.matrix).any(axis=1)
@@ -244,6 +256,7 @@ def train(
             "bic_subsample": int(sub.shape[0]),
             "calibration_split": "random",
         },
+        "columns": columns,
         "grid": [asdict(c) for c in cells],
         "chosen": {
             "n_components": best.n_components,

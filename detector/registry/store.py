@@ -12,6 +12,13 @@ Layout::
 A version directory is written under a temporary name, fsynced, then renamed: a reader
 sees a whole version or none. CURRENT is replaced the same way. Joblib files are
 pickles and unpickling runs code, so nothing is loaded before its checks pass.
+
+Faults are typed: a version that cannot be read, unpickled, or is not a model bundle
+raises ``ModelIntegrityError`` like a bad checksum; a registry whose CURRENT or
+directories cannot be read raises ``RegistryError``. Nothing else escapes a read, so a
+service can refuse the version and keep scoring with the one it has. Staging
+directories and temporary files that a dead writer left behind are removed by the next
+writer once ``STALE_STAGING_S`` old and not locked.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +53,16 @@ BUNDLE_FILE = "bundle.joblib"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 REJECTED_FILE = "REJECTED.json"
+CURRENT_FILE = "CURRENT"
+STAGING_PREFIX = ".staging-"
+# A publish writes its staging directory in seconds (a bundle is a few MB, then fsync);
+# one an hour old belongs to a writer that died (SIGKILL, power loss), and a live writer
+# holds a lock on it besides. Temporary files (.CURRENT.*.tmp) are written in milliseconds.
+STALE_STAGING_S = 3600.0
+# Version names as new_version_id makes them (and simple hand-made ones): never a path.
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# CURRENT holds one version name; anything much longer is not a CURRENT file.
+_CURRENT_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,12 @@ def _write_durable(path: Path, data: bytes) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    _write_durable(tmp, data)
-    os.replace(tmp, path)
+    try:
+        _write_durable(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -121,8 +144,11 @@ class ModelRegistry:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = new_version_id()
         bundle.version = version
-        staging = self.versions_dir / f".staging-{version}"
+        staging = self.versions_dir / f"{STAGING_PREFIX}{version}"
         staging.mkdir()
+        # Held until the rename: a cleaner never deletes a live writer's staging directory.
+        staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(staging_fd, fcntl.LOCK_EX)
         try:
             bundle_path = staging / BUNDLE_FILE
             joblib.dump(bundle, bundle_path)
@@ -156,6 +182,8 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            os.close(staging_fd)
         log.info("published model version %s%s", version, " (rejected)" if rejected_reason else "")
         if promote and rejected_reason is None:
             self.promote(version)
@@ -171,7 +199,12 @@ class ModelRegistry:
             )
         self.verify(version)
         with self._lock():
-            _atomic_write(self.root / "CURRENT", (version + "\n").encode())
+            try:
+                _atomic_write(self.root / CURRENT_FILE, (version + "\n").encode())
+            except IsADirectoryError:
+                raise RegistryError(
+                    f"{self.root / CURRENT_FILE} is a directory: remove it, then promote again"
+                ) from None
             with (self.root / "HISTORY").open("a") as fh:
                 fh.write(f"{datetime.now(UTC).isoformat()} {version}\n")
                 fh.flush()
@@ -195,21 +228,87 @@ class ModelRegistry:
         )
 
     def prune(self) -> list[str]:
-        """Delete all but the newest ``keep_versions`` versions; never CURRENT."""
-        current = self.current()
+        """Delete all but the newest ``keep_versions`` versions; never CURRENT.
+
+        Also removes what dead writers left behind (``clean_stale``).
+        """
+        self.clean_stale()
+        try:
+            current = self.current()
+        except RegistryError as exc:  # which version is CURRENT is unknown: delete none
+            log.warning("not pruning: %s", exc)
+            return []
         names = [v.version for v in self.list()]
         doomed = [v for v in names[: max(0, len(names) - self.keep_versions)] if v != current]
         for v in doomed:
             shutil.rmtree(self.versions_dir / v, ignore_errors=True)
         return doomed
 
+    def clean_stale(self, older_than_s: float = STALE_STAGING_S) -> list[Path]:
+        """Delete staging directories and temporary files of writers that died.
+
+        Only what is older than ``older_than_s`` and not locked by a live writer: a
+        staging directory is locked by its publish until renamed; CURRENT's temporary
+        file is written under the registry lock, which this holds while cleaning.
+        """
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        cutoff = time.time() - older_than_s
+        with self._lock():
+            candidates = list(self.root.glob(f".{CURRENT_FILE}.*.tmp"))
+            if self.versions_dir.is_dir():
+                candidates += self.versions_dir.glob(f"{STAGING_PREFIX}*")
+                candidates += self.versions_dir.glob(f"*/.{REJECTED_FILE}.*.tmp")
+            for path in candidates:
+                try:
+                    if path.lstat().st_mtime > cutoff:
+                        continue
+                    if path.is_dir() and not path.is_symlink():
+                        if not _remove_unlocked_dir(path):
+                            continue
+                    else:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("could not remove stale %s: %s", path, exc)
+                    continue
+                removed.append(path)
+        if removed:
+            log.info(
+                "removed %d stale staging files left by dead writers: %s",
+                len(removed),
+                ", ".join(p.name for p in removed),
+            )
+        return removed
+
     # -- reading -----------------------------------------------------------------------
     def current(self) -> str | None:
+        """The CURRENT version's name; None when there is none yet.
+
+        Raises ``RegistryError`` when CURRENT exists but cannot be read as a file holding
+        one version name (a directory, no permission, garbage).
+        """
+        path = self.root / CURRENT_FILE
         try:
-            name = (self.root / "CURRENT").read_text().strip()
+            with path.open("rb") as fh:
+                raw = fh.read(_CURRENT_MAX_BYTES + 1)
         except FileNotFoundError:
             return None
-        return name or None
+        except IsADirectoryError:
+            raise RegistryError(f"{path} is a directory, not a file naming a version") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            name = raw.decode().strip()
+        except UnicodeDecodeError:
+            raise RegistryError(f"{path} is not text: not a CURRENT file") from None
+        if not name:
+            return None
+        if len(raw) > _CURRENT_MAX_BYTES or not _VERSION_NAME.fullmatch(name):
+            raise RegistryError(f"{path} does not hold a version name: {name[:60]!r}")
+        return name
 
     def _history(self) -> list[str]:
         try:
@@ -220,14 +319,18 @@ class ModelRegistry:
 
     def list(self) -> list[VersionInfo]:
         """Every version, oldest first."""
-        if not self.versions_dir.is_dir():
-            return []
+        try:
+            if not self.versions_dir.is_dir():
+                return []
+            names = [d.name for d in self.versions_dir.iterdir() if d.is_dir()]
+        except OSError as exc:
+            raise RegistryError(f"cannot read {self.versions_dir}: {exc.strerror or exc}") from None
         infos = []
         current = self.current()
-        for d in self.versions_dir.iterdir():
-            if d.is_dir() and not d.name.startswith("."):
+        for name in names:
+            if not name.startswith("."):
                 try:
-                    infos.append(self._info(d.name, current))
+                    infos.append(self._info(name, current))
                 except ModelIntegrityError:
                     continue  # listed by `models list` as broken via verify; not loadable
         return sorted(infos, key=lambda i: (i.created_at, i.version))
@@ -236,13 +339,16 @@ class ModelRegistry:
         return self._info(version, self.current())
 
     def _info(self, version: str, current: str | None) -> VersionInfo:
-        d = self.versions_dir / version
+        d = self._version_dir(version)
         if not d.is_dir():
             raise RegistryError(f"no model version {version!r} in {self.versions_dir}")
         _, manifest = self._read_manifest(d)
         rejected = None
-        if (d / REJECTED_FILE).exists():
-            rejected = json.loads((d / REJECTED_FILE).read_text())
+        try:
+            if (d / REJECTED_FILE).exists():
+                rejected = json.loads((d / REJECTED_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            rejected = {"reason": f"{REJECTED_FILE} unreadable: {exc}"}
         return VersionInfo(
             version,
             str(manifest.get("created_at", "")),
@@ -258,6 +364,10 @@ class ModelRegistry:
             data = json.loads(raw)
         except FileNotFoundError:
             raise ModelIntegrityError("manifest", f"{d / MANIFEST_FILE} is missing") from None
+        except OSError as exc:
+            raise ModelIntegrityError(
+                "unreadable", f"cannot read {d / MANIFEST_FILE}: {exc.strerror or exc}"
+            ) from None
         except ValueError as exc:
             raise ModelIntegrityError(
                 "manifest", f"{d / MANIFEST_FILE} is not valid JSON: {exc}"
@@ -274,9 +384,23 @@ class ModelRegistry:
         """Run every check that does not need unpickling; return the manifest."""
         return self._verified(version)[0]
 
+    def _version_dir(self, version: str) -> Path:
+        if not _VERSION_NAME.fullmatch(version):
+            raise RegistryError(f"{version[:60]!r} is not a version name")
+        return self.versions_dir / version
+
     def _verified(self, version: str) -> tuple[dict[str, Any], bytes]:
         """The manifest and the bundle's bytes, after every check on exactly those bytes."""
-        d = self.versions_dir / version
+        try:
+            return self._verified_unguarded(version)
+        except OSError as exc:  # unreadable file or directory: refused like a bad checksum
+            raise ModelIntegrityError(
+                "unreadable",
+                f"version {version}: cannot read {exc.filename or ''}: {exc.strerror or exc}",
+            ) from None
+
+    def _verified_unguarded(self, version: str) -> tuple[dict[str, Any], bytes]:
+        d = self._version_dir(version)
         if not d.is_dir():
             raise ModelIntegrityError(
                 "missing", f"model version {version!r} not found in {self.versions_dir}"
@@ -296,6 +420,10 @@ class ModelRegistry:
                     f"version {version}: manifest signature does not match registry.signing_key",
                 )
         bundle_path = d / str(manifest.get("bundle_file", BUNDLE_FILE))
+        if bundle_path.parent != d:
+            raise ModelIntegrityError(
+                "manifest", f"version {version}: bundle_file must be a file name in {d}"
+            )
         if not bundle_path.exists():
             raise ModelIntegrityError(
                 "missing", f"version {version}: {bundle_path.name} is missing"
@@ -329,14 +457,60 @@ class ModelRegistry:
                 )
         # Unpickle the very bytes that were verified: the file may change after the check.
         _, bundle_bytes = self._verified(version)
-        with warnings_as_log():
-            bundle = joblib.load(io.BytesIO(bundle_bytes))
-        if not isinstance(bundle, ModelBundle):
+        try:
+            with warnings_as_log():
+                bundle = joblib.load(io.BytesIO(bundle_bytes))
+        except Exception as exc:
+            # Truncated or corrupt bytes whose checksum matches (the manifest was made for
+            # them): as unusable as a bad checksum, and it must not crash the caller.
             raise ModelIntegrityError(
-                "manifest", f"version {version}: the bundle is not a ModelBundle"
-            )
+                "load", f"version {version}: the bundle does not load: {type(exc).__name__}: {exc}"
+            ) from None
+        _check_bundle(version, bundle)
         bundle.version = version
         return bundle
+
+
+def _check_bundle(version: str, bundle: Any) -> None:
+    """Refuse an unpickled object that is not a whole ModelBundle (wrong type inside)."""
+    if not isinstance(bundle, ModelBundle):
+        raise ModelIntegrityError(
+            "type", f"version {version}: the bundle is a {type(bundle).__name__}, not a ModelBundle"
+        )
+    from sklearn.mixture import GaussianMixture
+    from sklearn.preprocessing import StandardScaler
+
+    from detector.features.spec import FeatureSpec
+    from detector.model.thresholds import Thresholds
+
+    expected = {
+        "spec": FeatureSpec,
+        "scaler": StandardScaler,
+        "mixture": GaussianMixture,
+        "thresholds": Thresholds,
+        "summary": dict,
+    }
+    for name, kind in expected.items():
+        value = getattr(bundle, name, None)
+        if not isinstance(value, kind):
+            raise ModelIntegrityError(
+                "type",
+                f"version {version}: bundle.{name} is a {type(value).__name__}, not a {kind.__name__}",
+            )
+
+
+def _remove_unlocked_dir(path: Path) -> bool:
+    """rmtree ``path`` unless a live writer holds its lock; False when it was locked."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextmanager

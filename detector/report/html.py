@@ -45,14 +45,21 @@ def img(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{figure_uri(fig)}">'
 
 
+class Html(str):
+    """Markup written by this module on purpose; every other table cell is escaped.
+
+    Cells come from data (category values, entity ids, reasons): a cell is trusted as
+    HTML only by its type, never by what its text looks like.
+    """
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, Html) else html.escape(str(value))
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{c if str(c).startswith('<') else html.escape(str(c))}</td>" for c in r)
-        + "</tr>"
-        for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -167,6 +174,23 @@ def model_card_sections(bundle: ModelBundle) -> list[tuple[str, str]]:
         + "<details><summary>grid table (BIC and AIC on the search subsample)</summary>"
         + table(["covariance", "K", "BIC", "AIC", "converged", "skipped because"], grid_rows)
         + "</details>"
+        + (
+            "<h3>Columns (what training did with each)</h3>"
+            + table(
+                ["column", "type", "why", "missing cells"],
+                [
+                    [
+                        c["column"],
+                        c["type"],
+                        c["why"],
+                        "" if c["missing_cells"] is None else c["missing_cells"],
+                    ]
+                    for c in s["columns"]
+                ],
+            )
+            if s.get("columns")
+            else ""
+        )
         + "<h3>Feature reference statistics (fit rows, before scaling)</h3>"
         + table(["feature", "mean", "std", "min", "max"], ref_rows)
         + (table(["categorical feature", "categories", "examples"], cat_rows) if cat_rows else "")
@@ -354,7 +378,7 @@ def demo_report(
                         f"{s['latency_ms']['p99']:.0f} ms"
                         if s["latency_ms"]["p99"] is not None
                         else "-",
-                        html.escape(s["metrics_url"]),
+                        s["metrics_url"],
                     ]
                 ],
             ),
@@ -366,12 +390,12 @@ def demo_report(
             sc["entity"],
             sc["description"],
             sc["expect"],
-            "<span class='ok'>caught</span>"
+            Html("<span class='ok'>caught</span>")
             if sc["caught"]
             else (
-                "<span class='bad'>missed</span>"
+                Html("<span class='bad'>missed</span>")
                 if sc["expect"] != "scored"
-                else "<span class='muted'>scored</span>"
+                else Html("<span class='muted'>scored</span>")
             ),
             "-" if sc["delay_s"] is None else f"{sc['delay_s']:.0f} s",
         ]

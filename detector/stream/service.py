@@ -146,6 +146,7 @@ class DetectorService:
         self.stage_seconds: dict[str, float] = {}
         self._stop = threading.Event()
         self._refused: set[str] = set()
+        self._model_fault: str | None = None  # the registry fault last logged, logged once
         self._next_reload = 0.0
         self._next_lag = 0.0
         self._trim_heap = HeapTrimmer()
@@ -232,13 +233,24 @@ class DetectorService:
         return f"Kafka session ended ({describe_error(exc)})"
 
     def _load_initial_model(self) -> bool:
+        """Load CURRENT; on failure say why once (not once per retry) and stay not ready."""
         try:
             self._load_model(None)
-            return True
-        except (RegistryError, ModelIntegrityError) as exc:
-            self.health.reason = str(exc)
-            log.error("no usable model yet: %s", exc)
+        except Exception as exc:  # any registry fault: wait for a usable model, never crash
+            reason = _describe(exc)
+            self.health.reason = f"no usable model: {reason}"
+            if reason != self._model_fault:
+                log.error(
+                    "no usable model yet (%s); not ready, checking the registry every %.0f s",
+                    reason,
+                    max(1.0, self.settings.service.reload_interval_s),
+                )
+            self._model_fault = reason
             return False
+        if self._model_fault is not None:
+            log.info("the registry is usable again")
+        self._model_fault = None
+        return True
 
     def _session(self, max_events: int | None, idle_timeout_s: float | None) -> bool:
         cfg = self.settings.kafka
@@ -581,28 +593,56 @@ class DetectorService:
         log.info("scoring with model %s (was %s)", scorer.version, old or "none")
 
     def _maybe_reload(self) -> None:
+        """Load CURRENT when it changed; a fault is a refusal, never the session's end.
+
+        A version that fails to load (checksum, signature, unreadable, truncated, wrong
+        type) is refused once and not retried until CURRENT names another. A registry
+        that cannot be read (CURRENT a directory, permissions) is checked again each
+        interval, counted and logged once per fault; scoring goes on meanwhile.
+        """
         now = time.monotonic()
         if now < self._next_reload:
             return
         self._next_reload = now + self.settings.service.reload_interval_s
-        current = self.registry.current()
-        if (
-            current is None
-            or self.scorer is None
-            or current == self.scorer.version
-            or current in self._refused
-        ):
+        if self.scorer is None:
+            return
+        try:
+            current = self.registry.current()
+        except Exception as exc:
+            self._registry_fault(exc)
+            return
+        if self._model_fault is not None:
+            log.info("the registry is readable again (CURRENT = %s)", current)
+            self._model_fault = None
+        if current is None or current == self.scorer.version or current in self._refused:
             return
         try:
             self._load_model(current)
-        except (ModelIntegrityError, RegistryError) as exc:
+        except Exception as exc:
             self._refused.add(current)  # refused once, not retried until CURRENT changes again
             self.metrics.model_reloads.labels("refused").inc()
             log.error(
-                "model %s refused, still scoring with %s: %s", current, self.scorer.version, exc
+                "model %s refused, still scoring with %s: %s",
+                current,
+                self.scorer.version,
+                _describe(exc),
             )
             return
         self.metrics.model_reloads.labels("loaded").inc()
+
+    def _registry_fault(self, exc: Exception) -> None:
+        reason = _describe(exc)
+        if reason == self._model_fault:
+            return
+        self._model_fault = reason
+        self.metrics.model_reloads.labels("refused").inc()
+        assert self.scorer is not None
+        log.error(
+            "cannot read the registry (%s); still scoring with %s, checking again every %.0f s",
+            reason,
+            self.scorer.version,
+            self.settings.service.reload_interval_s,
+        )
 
     def _evaluate_drift(self) -> None:
         # Every loop turn, idle ones included, so the verdict does not wait for traffic;
@@ -620,6 +660,13 @@ class DetectorService:
         self._next_lag = now + LAG_INTERVAL_S
         for tp, lag in self._fetcher.lag().items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _describe(exc: Exception) -> str:
+    """A registry fault in one line: our own errors by message, others with their type."""
+    if isinstance(exc, ModelIntegrityError | RegistryError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _source(batch: RecordBatch, pos: int) -> Source:

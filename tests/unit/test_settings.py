@@ -136,8 +136,8 @@ def test_documented_defaults_equal_the_code_and_examples_load() -> None:
         check_config_file(example)
 
 
-def test_readme_documents_every_key_as_the_code_defines_it() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_configuration_doc_documents_every_key_as_the_code_defines_it() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
     section = readme[readme.index(start) + len(start) : readme.index(end)]
     assert section.strip() == render_markdown_reference().strip(), (
@@ -211,3 +211,23 @@ def test_invalid_values_raise_config_error_naming_the_key(key: str, value) -> No
     with pytest.raises(ConfigError) as err:
         check_config_file_text(f"[{section}]\n{name} = {literal}\n")
     assert key in str(err.value)
+
+
+def test_metrics_bind_loopback_unless_the_image_opens_them() -> None:
+    # Given the defaults, and the environment the container image and the k8s pod set
+    default = load_settings(environ={})
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    pod = (ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()
+    # When the image's variable is applied the way the container applies it
+    import os
+
+    os.environ["DETECTOR_SERVICE__METRICS_HOST"] = "0.0.0.0"
+    try:
+        in_image = load_settings()
+    finally:
+        del os.environ["DETECTOR_SERVICE__METRICS_HOST"]
+    # Then the server binds loopback by default and every interface in the image and the pod
+    assert default.service.metrics_host == "127.0.0.1"
+    assert in_image.service.metrics_host == "0.0.0.0"
+    assert "DETECTOR_SERVICE__METRICS_HOST=0.0.0.0" in dockerfile
+    assert 'name: DETECTOR_SERVICE__METRICS_HOST\n              value: "0.0.0.0"' in pod

@@ -94,7 +94,10 @@ def test_spec_inference_from_types_and_refusals() -> None:
     assert spec.numeric == ("a",) and dict(spec.categorical) == {"proto": ("tcp", "udp")}
     with pytest.raises(DataError, match="not found in the data"):
         infer_spec(rows, FeatureSettings(numeric=["nope"], categorical=[]))
-    many = [{"id": str(i)} for i in range(300)]
+    many = [{"id": str(i), "a": float(i % 7)} for i in range(300)]
+    assert infer_spec(many, FeatureSettings(max_categories=200)).features == ("a",)
+    with pytest.raises(DataError, match="every column looks like an id"):
+        infer_spec([{"id": r["id"]} for r in many], FeatureSettings(max_categories=200))
     with pytest.raises(DataError, match="is it an id"):
-        infer_spec(many, FeatureSettings(max_categories=200))
+        infer_spec(many, FeatureSettings(max_categories=200, categorical=["id"]))
     assert FeatureSpec.from_dict(spec.to_dict()) == spec

@@ -66,3 +66,31 @@ def test_training_summary_carries_what_drift_checks_and_audits_need(small_bundle
     assert len(ref["bin_counts"]) == len(ref["bin_edges"]) + 1
     assert {"0.1", "1", "50"} <= set(s["calibration_quantiles"])
     assert "scikit-learn" in s["libraries"] and s["train_seconds"] > 0
+
+
+def test_the_summary_tells_what_became_of_each_column() -> None:
+    # Given rows with a numeric column with gaps, a category, an id, and reader notes
+    from tests.unit.conftest import as_rows, mixture_sample, small_settings
+
+    x = mixture_sample(1500, seed=60)
+    rows = [
+        dict(r, kind=["pump", "fan"][i % 2], serial=f"SN{i}", a=None if i % 100 == 0 else r["a"])
+        for i, r in enumerate(as_rows(x))
+    ]
+    notes = {"a": "3 cells read as missing ('n/a')", "entity": "entity id column"}
+    # When a model is trained
+    bundle = train(rows, small_settings(model={"n_components_max": 3}), column_notes=notes)
+    cols = {c["column"]: c for c in bundle.summary["columns"]}
+    # Then the summary's column table carries type, reason and missing cells per column
+    assert [cols[n]["type"] for n in ("a", "b", "kind", "serial", "entity")] == [
+        "numeric",
+        "numeric",
+        "categorical",
+        "excluded",
+        "excluded",
+    ]
+    assert cols["a"]["missing_cells"] == 15
+    assert cols["a"]["why"] == "every present value is a number; 3 cells read as missing ('n/a')"
+    assert cols["kind"]["why"] == "2 levels (text values)"
+    assert cols["serial"]["why"].startswith("excluded as id")
+    assert "serial" not in bundle.spec.features
