@@ -19,8 +19,10 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from detector.cli.checks import check_kafka
 from detector.cli.main import ConfigOpt, _errors, app, err, settings_for
 from detector.errors import BrokerUnavailableError, DataError
+from detector.logs import setup_logging
 from detector.settings import EventSettings, Settings
 
 BootstrapOpt = Annotated[
@@ -93,6 +95,9 @@ def produce(
     """Send a file's rows to a topic as events (or print them with --print)."""
     with _errors():
         settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
+        if not dry_run:
+            check_kafka(settings)  # before the file is read
+            setup_logging(settings.service.log_format, "WARNING")
         target = topic or settings.kafka.input_topic
         events = events_of(data, settings, label_column, int(time.time() * 1000))
         if dry_run:
@@ -117,6 +122,7 @@ def _send(
     from detector.stream.clients import make_producer
 
     key_name = settings.event.entity_key
+    _check_reachable(settings)
     try:
         producer = make_producer(settings.kafka)
     except KafkaError as exc:
@@ -174,6 +180,8 @@ def consume(
     """Print a topic's records as JSON lines (alerts by default); no consumer group is used."""
     with _errors():
         settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
+        check_kafka(settings)
+        setup_logging(settings.service.log_format, "WARNING")
         name = topic or settings.kafka.alerts_topic
         shown = 0
         for record in _records(settings, name, from_beginning, timeout_s):
@@ -211,6 +219,7 @@ def _records(
     from detector.stream.clients import consumer_config
 
     conf = consumer_config(settings.kafka, group_id=None, enable_auto_commit=False)
+    _check_reachable(settings)
     try:
         consumer = KafkaConsumer(**conf)
         partitions = consumer.partitions_for_topic(topic)
@@ -236,6 +245,13 @@ def _records(
                     yield record
     finally:
         consumer.close()
+
+
+def _check_reachable(settings: Settings) -> None:
+    """``broker HOST:PORT unreachable (connection refused)`` at once, not after a timeout."""
+    from detector.stream.reach import check_reachable
+
+    check_reachable(settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3)
 
 
 @app.command()

@@ -232,3 +232,31 @@ def test_a_missing_tls_file_is_named_before_connecting(model_dir: Path, tmp_path
     assert r.exit_code == 2
     assert f'kafka.ssl_cafile = "{tmp_path / "ca.pem"}": no such file' in r.stderr
     assert "DETECTOR_KAFKA__SSL_CAFILE" in r.stderr
+
+
+def test_produce_and_consume_without_a_broker_exit_3_in_one_line(
+    closed_port: int, tmp_path: Path
+) -> None:
+    from detector.cli import topic_commands  # noqa: F401  (registers produce, consume)
+
+    data = tmp_path / "rows.csv"
+    data.write_text("entity,a,b\npump-1,1.0,2.0\n")
+    expected = f"error: broker 127.0.0.1:{closed_port} unreachable (connection refused)"
+    # When a file is produced to, or a topic read from, a broker that is not there
+    produced = runner.invoke(app, ["produce", str(data), "--bootstrap", f"127.0.0.1:{closed_port}"])
+    consumed = runner.invoke(app, ["consume", "--bootstrap", f"127.0.0.1:{closed_port}"])
+    # Then each exits 3 with the one reason, and nothing on stdout
+    for r in (produced, consumed):
+        assert r.exit_code == ExitCode.BROKER, r.output
+        assert r.stderr.strip() == expected and r.stdout == ""
+    # ...while --print needs no broker at all
+    printed = runner.invoke(app, ["produce", str(data), "--print"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout)["entity"] == "pump-1"
+
+
+def test_consume_without_bootstrap_servers_names_the_setting() -> None:
+    from detector.cli import topic_commands  # noqa: F401
+
+    r = runner.invoke(app, ["consume"], env={"DETECTOR_KAFKA__BOOTSTRAP_SERVERS": ""})
+    assert r.exit_code == ExitCode.USAGE
+    assert "kafka.bootstrap_servers is not set" in r.stderr
