@@ -65,9 +65,7 @@ def build(directory: Path) -> list[Doc]:
             for container in _containers(doc):
                 name, _, tag = container["image"].partition(":")
                 if name == image["name"]:
-                    container["image"] = (
-                        f"{image.get('newName', name)}:{image.get('newTag', tag)}"
-                    )
+                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
     for rep in kust.get("replicas", []):
         for doc in docs:
             if doc["metadata"]["name"] == rep["name"] and "replicas" in doc.get("spec", {}):
