@@ -11,7 +11,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -59,9 +58,7 @@ def test_every_alert_has_a_unit_test_that_fires_it() -> None:
     rules = yaml.safe_load(RULES.read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired = {
-        t["alertname"] for case in tests for t in case["alert_rule_test"] if t["exp_alerts"]
-    }
+    fired = {t["alertname"] for case in tests for t in case["alert_rule_test"] if t["exp_alerts"]}
     assert alerts == fired
     # The seven the deploy README promises are among them
     assert {
