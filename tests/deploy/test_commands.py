@@ -48,7 +48,9 @@ def command_lines() -> list[tuple[str, list[str]]]:
                 lines.append((doc["metadata"]["name"], list(c["args"])))
     readme = (DEPLOY / "README.md").read_text()
     for m in re.finditer(
-        r"^\s*(?:\$ )?detector ((?:simulate|produce|consume|models)[^\n#]*)", readme, re.M
+        r"(?:^\s*|\s--\s)detector ((?:simulate|produce|consume|models|config)[^\n#`]*)",
+        readme,
+        re.M,
     ):
         lines.append(("README", shlex.split(m.group(1).replace("\\", ""))))
     return lines
