@@ -469,7 +469,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="TOML file to validat
 def main() -> None:
     # Commands registered by other modules (run, retrain, demo) are imported here so that
     # `detector --help` lists them without importing Kafka for `detector train`.
-    from detector.cli import service_commands, topic_commands  # noqa: F401
+    from detector.cli import service_commands, simulate_command, topic_commands  # noqa: F401
 
     try:
         app()
