@@ -127,13 +127,14 @@ def run_demo(
 
     ``clock``: seconds since the epoch, "now" for the simulated fleet and the retrainer.
     """
-    console = console or Console()
+    # Soft wrap: a path or a version id is never cut in two, on a terminal or in a pipe.
+    console = console or Console(soft_wrap=True)
     stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (out_dir / f"demo-{stamp}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     thread_errors: list[str] = []
     with logs_to_file(run_dir / LOG_FILE, thread_errors) as log_file:
-        console.print(f"run folder {run_dir} (log records go to {log_file.name})")
+        console.print(f"run folder {run_dir} (log records go to {log_file.name})", soft_wrap=True)
         try:
             _run(base, duration_s, rate, run_dir, with_drift, console, clock, thread_errors)
         finally:
@@ -270,7 +271,10 @@ def _run(
             contributions_by_scenario(recorder, sent.positions, events),
         )
         print_summary(console, summary)
-        console.print(f"\nrun folder: [bold]{run_dir}[/] (summary.json, report.html, {LOG_FILE})")
+        console.print(
+            f"\nrun folder: [bold]{run_dir}[/] (summary.json, report.html, {LOG_FILE})",
+            soft_wrap=True,
+        )
     finally:
         stop.set()
         if service is not None:

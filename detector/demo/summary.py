@@ -329,6 +329,30 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         for e in s["timeline"]:
             tl.add_row(f"{e['t_s']:.1f}s", e["what"])
         console.print(tl)
+    line = verdict(s)
+    if line:
+        console.print(line, soft_wrap=True)
+
+
+def verdict(s: dict[str, Any]) -> str:
+    """The drift story in one line: retrain outcome, reload, false alert rate per phase."""
+    rt = s.get("retrain")
+    phases = s["false_alert_rate_by_phase"]
+    if not phases:
+        return ""
+    rates = ", ".join(
+        f"{'-' if v is None else f'{100 * v:.2f}%'} {PHASE_LABELS.get(k, k)}"
+        for k, v in phases.items()
+    )
+    rl = s["reload"]
+    if not rt:
+        story = "no retrain ran"
+    elif rl["reloaded"]:
+        story = f"retrain promoted {rt['version']}; the service reloaded it at {rl['t_s']:.1f}s"
+    else:
+        story = f"retrain {rt['outcome']}{': ' + rt['reason'] if rt.get('reason') else ''}"
+    target = 100 * s["target_false_alert_rate"]
+    return f"[bold]{story}. False alert rate {rates} (target {target:.2f}%).[/]"
 
 
 def retrain_line(rt: dict[str, Any]) -> str:
