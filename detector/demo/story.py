@@ -50,7 +50,7 @@ def stream_story(
     clock: Callable[[], float],
 ) -> tuple[Sent, dict[str, Any]]:
     """Produce the events; returns where they landed and the retrain outcome (or {})."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, key_serializer=str.encode)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     futures = []
     sent_at: list[float] = []
     start = time.monotonic()
@@ -72,7 +72,9 @@ def stream_story(
                 "temperature sensor)",
             )
         sent_at.append(time.time())
-        futures.append(producer.send(settings.kafka.input_topic, value=ev.raw, key=ev.entity))
+        futures.append(
+            producer.send(settings.kafka.input_topic, value=ev.raw, key=ev.entity.encode())
+        )
         now = time.monotonic()
         if now - last_status < 1.0:
             if stop.is_set():
