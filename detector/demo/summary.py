@@ -262,7 +262,7 @@ PHASE_LABELS = {
 
 def print_summary(console: Console, s: dict[str, Any]) -> None:
     """The tables the console shows at the end (the HTML report shows the same figures)."""
-    t = Table(title="demo summary")
+    t = Table(title="demo summary", show_header=False)
     t.add_column("", no_wrap=True)
     t.add_column("", overflow="fold")
     t.add_row(

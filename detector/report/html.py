@@ -30,7 +30,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.6rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} td:nth-child(3){text-align:left} img{max-width:100%;height:auto}
-.nowrap{white-space:nowrap} .ok{color:#17692f;font-weight:600} .bad{color:#a11;font-weight:600} .muted{color:#666} code{background:#f4f4f4;padding:0 .2rem}
+.nowrap{white-space:nowrap} .kv td{text-align:left} .num td:nth-child(3){text-align:right} .ok{color:#17692f;font-weight:600} .bad{color:#a11;font-weight:600} .muted{color:#666} code{background:#f4f4f4;padding:0 .2rem}
 """
 
 
@@ -413,7 +413,8 @@ def _demo_summary_table(s: dict[str, Any]) -> str:
         ["metrics endpoint", _nowrap(s["metrics_url"])],
         ["log file", _nowrap(s.get("log_file", "-"))],
     ]
-    return table(["", ""], rows)
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in rows)
+    return f"<table class='kv'>{body}</table>"
 
 
 def _demo_phase_table(s: dict[str, Any]) -> str:
@@ -430,7 +431,8 @@ def _demo_phase_table(s: dict[str, Any]) -> str:
         f"or above; the model's target is {pct(s['target_false_alert_rate'])}. Phases split at "
         "the shift's first step and at the first event the reloaded model scored.</p>"
     )
-    return table(["phase", "false alert rate", "normal events"], rows) + note
+    rates = table(["phase", "false alert rate", "normal events"], rows)
+    return rates.replace("<table>", "<table class='num'>", 1) + note
 
 
 def _demo_scenarios_table(s: dict[str, Any]) -> str:
@@ -505,14 +507,10 @@ def _demo_scores_figure(s: dict[str, Any], timeline: dict[str, np.ndarray]) -> F
             a.spines[side].set_visible(False)
     t = timeline["t_s"]
     raw = timeline["log_likelihood"]
-    # Clip far below the normal band: a fault scoring -500 (or a retrained model's critical
-    # threshold calibrated on a small window's extreme tail) would squash the band where
-    # normal events, thresholds and the drift live. Clipped values sit on the bottom edge.
-    floor = (
-        float(min(np.nanpercentile(raw, 1.0), np.nanmin(timeline["threshold_warning"]))) - 20
-        if t.size
-        else -50.0
-    )
+    # Clip 25 below the warning threshold: a fault scoring -500 (or a retrained model's
+    # critical threshold, calibrated on a small window's extreme tail) would squash the band
+    # where normal events, thresholds and the drift live. Clipped values sit on the bottom.
+    floor = float(np.nanmin(timeline["threshold_warning"])) - 25 if t.size else -50.0
     normal = timeline["severity"] == 0
     ax.scatter(t[normal], np.maximum(raw[normal], floor), s=2, c="#8aa", alpha=0.4, label="scored")
     ax.scatter(t[~normal], np.maximum(raw[~normal], floor), s=6, c="#c33", alpha=0.6, label="alert")

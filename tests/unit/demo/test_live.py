@@ -53,4 +53,4 @@ def test_alert_lines_beyond_the_rate_are_counted_not_printed() -> None:
     # Then PRINT_PER_S lines are printed, and the rest are announced as a count
     lines = out.getvalue().splitlines()
     assert sum("log-likelihood" in ln for ln in lines) == PRINT_PER_S + 1
-    assert any("+3 more alerts" in ln for ln in lines)
+    assert any("+3 more alerts in that second" in ln for ln in lines)
