@@ -62,7 +62,9 @@ class LiveView:
         with self._lock:
             if s != self._second:
                 if self._held:
-                    self.console.print(f"[dim]         (+{self._held} more alerts in that second)[/]")
+                    self.console.print(
+                        f"[dim]         (+{self._held} more alerts in that second)[/]"
+                    )
                 self._second, self._printed, self._held = s, 0, 0
             if self._printed >= PRINT_PER_S:
                 self._held += 1
