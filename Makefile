@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit integration bench bench-quality bench-train clean
+.PHONY: test demo lint typecheck unit integration bench bench-quality bench-train clean image
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -39,6 +39,26 @@ bench-quality: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python -m bench.train_time $(BENCH_ARGS)
+
+# The container image (deploy/Dockerfile), built with the first of docker or podman whose
+# engine answers. Where none does (no CLI, or a CLI without a daemon) it says so and exits
+# 0, so `make image` is safe on a build machine without a container engine.
+IMAGE ?= detector:0.1.0
+image:
+	@engine=""; \
+	for cli in docker podman; do \
+		if command -v $$cli >/dev/null 2>&1; then \
+			if $$cli info >/dev/null 2>&1; then engine=$$cli; break; fi; \
+			echo "make image: $$cli is installed but its engine does not answer ($$cli info failed)"; \
+		fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+		echo "make image: no working container engine (docker or podman); image $(IMAGE) NOT built."; \
+		echo "  Build it where one runs: docker build -f deploy/Dockerfile -t $(IMAGE) ."; \
+		exit 0; \
+	fi; \
+	echo "make image: building $(IMAGE) with $$engine"; \
+	$$engine build -f deploy/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -457,7 +457,14 @@ class RetrainSettings(_Section):
         50_000, ge=100, description="Most recent samples read from the samples topic."
     )
     window_max_age_s: float = Field(
-        7 * 86_400, gt=0, description="Samples older than this (event time) are ignored."
+        7 * 86_400,
+        gt=0,
+        description="Samples whose event time is older than this before the window's newest sample are ignored (not the clock: a backfill or replay of history trains on its own last span).",
+    )
+    window_max_future_s: float = Field(
+        3_600,
+        ge=0,
+        description="A sample stamped more than this after the retrainer's clock is future-dated (a producer's clock error): it is left out of the window and never counts as its newest.",
     )
     min_samples: int = Field(
         1_000, ge=50, description="Fewer usable samples than this: refuse, keep the current model."

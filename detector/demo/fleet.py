@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,9 @@ class FleetSpec:
     day_steps: int = 6000
     interval_s: float = 1.0
     seed: int = 7
-    start: datetime = field(default_factory=lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    # The event time of step 0. The demo sets it from its clock so that the story ends "now";
+    # never a fixed date: the retrainer ages samples by event time (see retrain.job).
+    start: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def entity(self, pump: int) -> str:
         return f"pump-{pump:02d}"
@@ -175,6 +177,13 @@ def _inject(x: np.ndarray, spec: FleetSpec, start_step: int, scenarios: Sequence
             x[a:b, pump, CUR] = 5 + 40 * 0.8 + np.random.default_rng(1).normal(0, NOISE[CUR], b - a)
 
 
+def starting_before(now_s: float, n_steps: int, spec: FleetSpec | None = None) -> FleetSpec:
+    """A fleet whose ``n_steps`` steps end at ``now_s`` (seconds since the epoch)."""
+    spec = spec or FleetSpec()
+    start = datetime.fromtimestamp(now_s - n_steps * spec.interval_s, UTC)
+    return replace(spec, start=start)
+
+
 def _iso(spec: FleetSpec, step: int) -> str:
     return format_time_ms((spec.start.timestamp() + step * spec.interval_s) * 1000.0)
 
@@ -232,17 +241,19 @@ def stream_events(
             if sc.start_step == step:
                 out.extend(
                     LabelledEvent(raw, step, "-", "malformed")
-                    for raw in malformed_records(max_record_bytes)
+                    for raw in malformed_records(max_record_bytes, _iso(spec, step))
                 )
     return out
 
 
-def malformed_records(max_record_bytes: int) -> list[bytes]:
-    """One record of each kind a broken producer sends."""
+def malformed_records(max_record_bytes: int, ts: str) -> list[bytes]:
+    """One record of each kind a broken producer sends (``ts``: the event time they carry)."""
     return [
         b"pump-03 temperature=61.2 vibration=2.1",  # not JSON
         b'[{"entity": "pump-03"}]',  # JSON, not an object
-        b'{"entity": "pump-03", "ts": "2026-11-24T10:00:00Z", "values": {"temperature_c": "hot"}}',  # string for a number
+        orjson.dumps(
+            {"entity": "pump-03", "ts": ts, "values": {"temperature_c": "hot"}}
+        ),  # string for a number
         b'{"entity": "pump-03", "pad": "' + b"x" * (max_record_bytes + 10) + b'"}',  # oversize
     ]
 

@@ -6,6 +6,15 @@ in a thread) -> stream the fleet at a steady rate with faults injected at known 
 part way, a fleet-wide shift -> when the service raises drift, run the retraining job,
 whose new version the service hot-reloads -> summary on the terminal, as JSON and as an
 HTML page with plots. Everything started here is stopped here, on errors and Ctrl-C too.
+
+The jobs live apart: ``fleet`` simulates, ``story`` streams and drives drift/retrain,
+``live`` prints the live view, ``summary`` rolls up and prints the result, ``quiet``
+sends log records to the run folder's ``demo.log`` instead of the console.
+
+Time: the simulated fleet's story (training history, then the stream) ends at the
+injected clock's "now" (``clock``, default ``time.time``), compressed: one step is a
+simulated second and the stream runs ``rate / n_pumps`` steps a second. Nothing here
+compares a fixed date with the clock, so the demo runs the same any day.
 """
 
 from __future__ import annotations
@@ -14,96 +23,48 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
-from rich.table import Table
 
 from detector.demo.fleet import (
     Drift,
     FleetSpec,
-    LabelledEvent,
-    Scenario,
     default_scenarios,
     normal_events,
+    starting_before,
     stream_events,
+)
+from detector.demo.live import LiveView, read_alerts
+from detector.demo.quiet import logs_to_file
+from detector.demo.story import WINDOW_SPAN_S, stream_story
+from detector.demo.summary import (
+    Recorder,
+    contributions_by_scenario,
+    print_summary,
+    summarize,
+    timeline_arrays,
 )
 from detector.health import HealthServer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.report.html import demo_report
-from detector.retrain.job import retrain_once
-from detector.retrain.trigger import triggers_retrain
 from detector.settings import Settings
 from detector.stream.broker import EmbeddedBroker
 from detector.stream.clients import ensure_topics, security_config
-from detector.stream.service import DetectorService, ScoredBatch
+from detector.stream.service import DetectorService
 
 # Training history: 1,800 steps of the whole fleet (36,000 rows for 20 pumps; 30% of a
 # simulated day, whose slow cycle the retrain window of a few seconds can then follow).
 TRAIN_STEPS = 1_800
-# Printed alert lines per second at most; the rest are counted ("+N more").
-PRINT_PER_S = 4
 # Where in the stream the fleet's operating point shifts.
 DRIFT_AT = 0.40
-# After drift fires, the demo waits this long so the window holds post-shift samples only.
-RETRAIN_WAIT_S = 14.0
-
-
-@dataclass
-class Recorder:
-    """A batch observer that keeps every scored row's outcome for the summary and plots."""
-
-    t0: float = field(default_factory=time.monotonic)
-    position: list[tuple[int, int]] = field(default_factory=list)
-    log_likelihood: list[np.ndarray] = field(default_factory=list)
-    severity: list[np.ndarray] = field(default_factory=list)
-    thresholds: list[np.ndarray] = field(default_factory=list)
-    t_s: list[np.ndarray] = field(default_factory=list)
-    contributions: list[tuple[tuple[int, int], dict[str, float]]] = field(default_factory=list)
-    dead: list[tuple[int, int, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # (warning, critical) thresholds of the model in use, for the plot.
-    current_thresholds: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
-
-    def __call__(self, sb: ScoredBatch, producer: Any) -> list[Any]:
-        now = time.monotonic() - self.t0
-        r = sb.result
-        b = sb.batch
-        pos = [(b.partitions[i], b.offsets[i]) for i in sb.scored_index]
-        thr = np.full((len(pos), 2), np.nan)
-        with self.lock:
-            self.position.extend(pos)
-            self.log_likelihood.append(r.log_likelihood.copy())
-            self.severity.append(r.severity.copy())
-            thr[:] = self.current_thresholds
-            self.thresholds.append(thr)
-            self.t_s.append(np.full(len(pos), now))
-            for row, contribs in r.top_features.items():
-                self.contributions.append((pos[row], {c.feature: c.contribution for c in contribs}))
-            for p, reason, _ in sb.dead_letters:
-                self.dead.append((b.partitions[p], b.offsets[p], reason))
-        return []
-
-
-@dataclass
-class Timeline:
-    t0: float = field(default_factory=time.monotonic)
-    wall0: float = field(default_factory=time.time)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-    def mark(self, what: str, console: Console | None = None) -> None:
-        t = time.monotonic() - self.t0
-        self.steps.append({"t_s": t, "what": what})
-        if console is not None:
-            console.print(f"[bold magenta]{t:6.1f}s  {what}[/]")
+# How long to wait for the service to join its consumer group (Tansu: ~3 s, DESIGN.md).
+JOIN_TIMEOUT_S = 30.0
+LOG_FILE = "demo.log"
 
 
 def demo_settings(base: Settings, bootstrap: str, run_dir: Path, rate: float) -> Settings:
@@ -143,7 +104,7 @@ def demo_settings(base: Settings, bootstrap: str, run_dir: Path, rate: float) ->
             ),
             "retrain": base.retrain.model_copy(
                 update={
-                    "window_max_samples": max(800, int(rate * RETRAIN_WAIT_S)),
+                    "window_max_samples": max(800, int(rate * WINDOW_SPAN_S)),
                     "min_samples": 500,
                     "poll_timeout_s": 1.5,
                 }
@@ -160,12 +121,41 @@ def run_demo(
     out_dir: Path = Path("runs"),
     with_drift: bool = True,
     console: Console | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Path:
-    """Run the demo; returns the run folder (summary.json, report.html)."""
-    console = console or Console()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """Run the demo; returns the run folder (summary.json, report.html, demo.log).
+
+    ``clock``: seconds since the epoch, "now" for the simulated fleet and the retrainer.
+    """
+    # Soft wrap: a path or a version id is never cut in two, on a terminal or in a pipe.
+    console = console or Console(soft_wrap=True)
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (out_dir / f"demo-{stamp}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    thread_errors: list[str] = []
+    with logs_to_file(run_dir / LOG_FILE, thread_errors) as log_file:
+        console.print(f"run folder {run_dir} (log records go to {log_file.name})", soft_wrap=True)
+        try:
+            _run(base, duration_s, rate, run_dir, with_drift, console, clock, thread_errors)
+        finally:
+            if thread_errors:
+                console.print(
+                    f"[red]{len(thread_errors)} thread(s) stopped on an error[/] "
+                    f"({'; '.join(thread_errors)}); details in {log_file}"
+                )
+    return run_dir
+
+
+def _run(
+    base: Settings,
+    duration_s: float,
+    rate: float,
+    run_dir: Path,
+    with_drift: bool,
+    console: Console,
+    clock: Callable[[], float],
+    thread_errors: list[str],
+) -> None:
     broker: EmbeddedBroker | None = None
     service: DetectorService | None = None
     server: HealthServer | None = None
@@ -180,8 +170,9 @@ def run_demo(
             bootstrap = broker.bootstrap_servers
             console.print(f"started the bundled Tansu broker on {bootstrap} (pid {broker.pid})")
         settings = demo_settings(base, bootstrap, run_dir, rate)
-        spec = FleetSpec()
-        stream_steps = max(20, int(duration_s * rate / spec.n_pumps))
+        stream_steps = max(20, int(duration_s * rate / FleetSpec().n_pumps))
+        started_at = clock()
+        spec = starting_before(started_at, TRAIN_STEPS + stream_steps)
         scenarios = default_scenarios(spec, TRAIN_STEPS, stream_steps)
         drift = Drift(TRAIN_STEPS + int(DRIFT_AT * stream_steps)) if with_drift else None
         events = stream_events(
@@ -197,10 +188,13 @@ def run_demo(
         v1 = registry.publish(bundle)
         c = bundle.summary["chosen"]
         console.print(
-            f"published model {v1}: K={c['n_components']} {c['covariance_type']}, thresholds "
+            f"published model {v1}: K={c['n_components']} {c['covariance_type']}; an event alerts "
+            "when its log-likelihood is below "
             + ", ".join(
-                f"{n} < {t['log_likelihood']:.2f}" for n, t in bundle.thresholds.to_dict().items()
-            )
+                f"{t['log_likelihood']:.2f} ({n}, {t['percentile']:g}% of normal events)"
+                for n, t in bundle.thresholds.to_dict().items()
+            ),
+            soft_wrap=True,
         )
 
         _create_topics(bootstrap, settings)
@@ -211,28 +205,22 @@ def run_demo(
         metrics_url = f"http://127.0.0.1:{server.port}/metrics"
         console.print(f"service metrics on {metrics_url} (also /healthz, /readyz)")
         threads.append(_thread("detector-service", service.run))
+        view = LiveView(console)
         alerts: list[tuple[float, dict[str, Any]]] = []
         threads.append(
             _thread(
                 "alerts-reader",
-                lambda: _read_alerts(
-                    bootstrap,
-                    settings.kafka.alerts_topic,
-                    alerts,
-                    stop,
-                    console,
-                    t0=time.monotonic(),
-                ),
+                lambda: read_alerts(bootstrap, settings.kafka.alerts_topic, alerts, stop, view),
             )
         )
         console.print("waiting for the service to join its consumer group ...")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
         while service.health.partitions == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
 
-        timeline = Timeline()
-        recorder.t0 = timeline.t0
-        positions, sent_at = _stream(
+        view.restart()
+        recorder.t0 = view.t0
+        sent, retrain = stream_story(
             bootstrap,
             settings,
             events,
@@ -240,10 +228,10 @@ def run_demo(
             service,
             recorder,
             registry,
-            timeline,
+            view,
             drift,
-            console,
             stop,
+            clock,
         )
         # Let the service finish what is in flight, then stop it cleanly.
         deadline = time.monotonic() + 30
@@ -254,36 +242,39 @@ def run_demo(
         service.stop()
         for t in threads:
             t.join(30)
-        summary = _summarize(
-            events,
-            scenarios,
-            positions,
-            sent_at,
-            recorder,
-            alerts,
-            service,
-            timeline,
-            spec,
-            metrics_url,
-            drift,
-            stream_steps,
-        )
-        summary["run_dir"] = str(run_dir)
-        summary["broker"] = {
-            "bootstrap_servers": bootstrap,
-            "embedded": broker is not None,
-            "pid": broker.pid if broker else None,
+        story = {
+            "timeline": view.steps,
+            "wall0": view.wall0,
+            "first_version": v1,
+            "retrain": retrain,
+            "target_false_alert_rate": float(bundle.thresholds.percentiles[0]) / 100.0,
+        }
+        summary = summarize(events, scenarios, sent, recorder, alerts, service, story, spec, drift)
+        summary = {
+            "started_at": datetime.fromtimestamp(started_at, UTC).isoformat(timespec="seconds"),
+            **summary,
+            "metrics_url": metrics_url,
+            "run_dir": str(run_dir),
+            "log_file": str(run_dir / LOG_FILE),
+            "thread_errors": thread_errors,
+            "broker": {
+                "bootstrap_servers": bootstrap,
+                "embedded": broker is not None,
+                "pid": broker.pid if broker else None,
+            },
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         demo_report(
             run_dir / "report.html",
             summary,
-            _timeline_arrays(recorder),
-            _contributions_by_scenario(recorder, positions, events),
+            timeline_arrays(recorder),
+            contributions_by_scenario(recorder, sent.positions, events),
         )
-        _print_summary(console, summary)
-        console.print(f"\nrun folder: [bold]{run_dir}[/] (summary.json, report.html)")
-        return run_dir
+        print_summary(console, summary)
+        console.print(
+            f"\nrun folder: [bold]{run_dir}[/] (summary.json, report.html, {LOG_FILE})",
+            soft_wrap=True,
+        )
     finally:
         stop.set()
         if service is not None:
@@ -317,392 +308,3 @@ def _create_topics(bootstrap: str, settings: Settings) -> None:
         },
         **security_config(k),
     )
-
-
-def _read_alerts(
-    bootstrap: str,
-    topic: str,
-    out: list[tuple[float, dict[str, Any]]],
-    stop: threading.Event,
-    console: Console,
-    t0: float,
-) -> None:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
-    )
-    try:
-        parts = None
-        while not parts and not stop.is_set():
-            parts = consumer.partitions_for_topic(topic)
-            time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        printed_this_second, second, held = 0, 0, 0
-        idle_since: float | None = None
-        while True:
-            polled = consumer.poll(timeout_ms=100)
-            now = time.time()
-            got = [r for rs in polled.values() for r in rs]
-            if stop.is_set():
-                if got:
-                    idle_since = None
-                elif idle_since is None:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > 1.0:
-                    break
-            for rec in got:
-                alert = orjson.loads(rec.value)
-                out.append((now, alert))
-                s = int(time.monotonic() - t0)
-                if s != second:
-                    if held:
-                        console.print(f"[dim]        ... +{held} more alerts[/]")
-                    second, printed_this_second, held = s, 0, 0
-                if printed_this_second < PRINT_PER_S:
-                    printed_this_second += 1
-                    top = ", ".join(
-                        f"{f['feature']}={f['value']}" for f in alert["top_features"][:3]
-                    )
-                    color = "red" if alert["severity"] == "critical" else "yellow"
-                    console.print(
-                        f"[{color}]{alert['severity']:>8}[/] {alert['entity']} {alert['event_time']}  score {alert['anomaly_score']:.1f}  <- {top}"
-                    )
-                else:
-                    held += 1
-    finally:
-        consumer.close()
-
-
-def _stream(
-    bootstrap: str,
-    settings: Settings,
-    events: list[LabelledEvent],
-    rate: float,
-    service: DetectorService,
-    recorder: Recorder,
-    registry: ModelRegistry,
-    timeline: Timeline,
-    drift: Drift | None,
-    console: Console,
-    stop: threading.Event,
-) -> tuple[list[tuple[int, int]], list[float]]:
-    """Produce the events at ``rate`` per second; orchestrate the drift/retrain story."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, key_serializer=str.encode)
-    futures = []
-    sent_at: list[float] = []
-    start = time.monotonic()
-    last_status = 0.0
-    drift_started = False
-    drift_seen = 0
-    retrainer: threading.Thread | None = None
-    outcome: dict[str, Any] = {}
-    versions_seen = {service.scorer.version if service.scorer else ""}
-    for i, ev in enumerate(events):
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        if drift is not None and not drift_started and ev.step >= drift.start_step:
-            drift_started = True
-            timeline.mark(
-                f"fleet operating point shifts (+{drift.temperature_offset_c} C on every temperature sensor)",
-                console,
-            )
-        sent_at.append(time.time())
-        futures.append(producer.send(settings.kafka.input_topic, value=ev.raw, key=ev.entity))
-        now = time.monotonic()
-        if now - last_status >= 1.0:
-            last_status = now
-            for event in service.drift.events_since(drift_seen):
-                triggers = triggers_retrain(event, settings.retrain.trigger_tests)
-                when = "" if drift_started else " (before the shift)"
-                if not triggers:
-                    when += " (faults raise the alert rate; not a retrain trigger)"
-                timeline.mark(
-                    f"drift event: {event['test']} test on model ...{str(event['model_version'])[-6:]}{when} "
-                    f"(window alert rate {100 * event['evidence']['alert_rate']:.1f}%)",
-                    console,
-                )
-                # Like `detector retrain --on-drift`: the first trigger-test event starts a run.
-                idle = retrainer is None or (
-                    not retrainer.is_alive() and outcome.get("outcome") != "promoted"
-                )
-                if idle and triggers:
-                    retrainer = _thread(
-                        "retrainer",
-                        lambda: outcome.update(_retrain(settings, registry, timeline, console)),
-                    )
-            drift_seen = service.drift.raised
-            current = service.scorer.version if service.scorer else ""
-            if current not in versions_seen:
-                versions_seen.add(current)
-                if service.scorer is not None:
-                    recorder.current_thresholds = service.scorer.thresholds.log_likelihood[
-                        [0, -1]
-                    ].copy()
-                timeline.mark(f"service hot-reloaded model {current}", console)
-            m = service.metrics
-            console.print(
-                f"[dim]{now - start:5.0f}s  sent {i + 1:,}/{len(events):,}  scored {int(m.events.labels('scored')._value.get()):,}  "
-                f"alerts {int(sum(m.alerts.labels(s)._value.get() for s in ('warning', 'critical'))):,}  "
-                f"dead letters {int(m.events.labels('dead_lettered')._value.get())}  model ...{current[-6:]}[/]"
-            )
-        if stop.is_set():
-            break
-    producer.flush()
-    if retrainer is not None:
-        retrainer.join(60)
-        deadline = time.monotonic() + 5
-        while (
-            outcome.get("version")
-            and service.scorer is not None
-            and service.scorer.version != outcome["version"]
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        current = service.scorer.version if service.scorer else ""
-        if current not in versions_seen:
-            timeline.mark(f"service hot-reloaded model {current}", console)
-    positions = []
-    for f in futures:
-        md = f.get(timeout=30)
-        positions.append((md.partition, md.offset))
-    producer.close()
-    return positions, sent_at
-
-
-def _retrain(
-    settings: Settings, registry: ModelRegistry, timeline: Timeline, console: Console
-) -> dict[str, Any]:
-    time.sleep(RETRAIN_WAIT_S)  # let post-shift samples fill the window
-    timeline.mark("retraining job started on the samples window", console)
-    result = retrain_once(settings, registry=registry)
-    v = result.figures.get("validation", {})
-    timeline.mark(
-        f"retrain {result.outcome}{' ' + str(result.version) if result.version else ''}"
-        + (f": {result.reason}" if result.reason else "")
-        + (
-            f" (holdout alert rate {100 * v['candidate_alert_rate']:.2f}%)"
-            if "candidate_alert_rate" in v
-            else ""
-        ),
-        console,
-    )
-    return result.to_dict()
-
-
-def _summarize(
-    events: list[LabelledEvent],
-    scenarios: list[Scenario],
-    positions: list[tuple[int, int]],
-    sent_at: list[float],
-    recorder: Recorder,
-    alerts: list[tuple[float, dict[str, Any]]],
-    service: DetectorService,
-    timeline: Timeline,
-    spec: FleetSpec,
-    metrics_url: str,
-    drift: Drift | None,
-    stream_steps: int,
-) -> dict[str, Any]:
-    index = {pos: i for i, pos in enumerate(positions)}
-    sev = np.concatenate(recorder.severity) if recorder.severity else np.zeros(0, dtype=np.int8)
-    rows = [index.get(p, -1) for p in recorder.position]
-    by_event = np.zeros(len(events), dtype=np.int8)
-    scored = np.zeros(len(events), dtype=bool)
-    for r, s in zip(rows, sev, strict=True):
-        if r >= 0:
-            by_event[r] = max(by_event[r], s)
-            scored[r] = True
-    dead_pos = {index.get((p, o), -1): reason for p, o, reason in recorder.dead}
-    t_ev = np.array(sent_at) - timeline.wall0  # when each event was sent, on the timeline
-    steps = np.array([e.step for e in events])
-    out_scen = []
-    for sc in scenarios:
-        idx = [
-            i
-            for i, e in enumerate(events)
-            if (
-                e.entity == sc.entity
-                and sc.start_step <= e.step < sc.end_step + max(5, sc.duration_steps // 2)
-            )
-            or (sc.name == "malformed" and e.scenario == "malformed")
-        ]
-        if sc.expect == "dead_letter":
-            mal = [i for i, e in enumerate(events) if e.scenario == "malformed"]
-            caught = all(i in dead_pos or not scored[i] for i in mal) and len(mal) > 0
-            first = None
-        else:
-            alerting = [i for i in idx if by_event[i] > 0]
-            caught = (
-                bool(alerting)
-                if sc.expect == "alert"
-                else all(scored[i] for i in idx if events[i].scenario == sc.name)
-            )
-            first = (
-                min((events[i].step for i in alerting), default=None)
-                if sc.expect == "alert"
-                else None
-            )
-        window = np.flatnonzero(
-            (steps >= sc.start_step) & (steps < max(sc.end_step, sc.start_step + 1))
-        )
-        t_start = float(t_ev[window[0]]) if window.size else None
-        t_end = float(t_ev[window[-1]]) if window.size else None
-        out_scen.append(
-            {
-                "name": sc.name,
-                "entity": sc.entity,
-                "description": sc.description,
-                "expect": sc.expect,
-                "start_step": sc.start_step,
-                "end_step": sc.end_step,
-                "caught": caught,
-                "delay_s": None
-                if first is None
-                else max(0.0, (first - sc.start_step) * spec.interval_s),
-                "t_start_s": t_start,
-                "t_end_s": t_end,
-            }
-        )
-    normal = np.array([e.scenario is None for e in events]) & scored
-    phases: dict[str, Any] = {}
-    if drift is not None:
-        reload_t = next(
-            (s["t_s"] for s in timeline.steps if s["what"].startswith("service hot-reloaded")), None
-        )
-        before = normal & (steps < drift.start_step)
-        phases["before_drift"] = float((by_event[before] > 0).mean()) if before.any() else None
-        if reload_t is not None:
-            during = normal & (steps >= drift.start_step) & (t_ev < reload_t)
-            after = normal & (t_ev >= reload_t + 2.0)
-            phases["after_drift_before_reload"] = (
-                float((by_event[during] > 0).mean()) if during.any() else None
-            )
-            phases["after_reload"] = float((by_event[after] > 0).mean()) if after.any() else None
-        else:
-            after = normal & (steps >= drift.start_step)
-            phases["after_drift"] = float((by_event[after] > 0).mean()) if after.any() else None
-    lat = []
-    sent_by_pos = {pos: sent_at[i] for i, pos in enumerate(positions)}
-    for received, a in alerts:
-        src = a["source"]
-        t_sent = sent_by_pos.get((src["partition"], src["offset"]))
-        if t_sent is not None:
-            lat.append(1000.0 * (received - t_sent))
-    m = service.metrics
-    dead_by_reason = Counter(reason for _, _, reason in recorder.dead)
-    return {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "events": len(events),
-        "scored": int(m.events.labels("scored")._value.get()),
-        "dead_letters": int(m.events.labels("dead_lettered")._value.get()),
-        "consumed": int(m.consumed._value.get()),
-        "alerts_by_severity": {
-            s: int(m.alerts.labels(s)._value.get()) for s in ("warning", "critical")
-        },
-        "false_alert_rate": float((by_event[normal] > 0).mean()) if normal.any() else None,
-        "false_alert_rate_by_phase": phases,
-        "scenarios": out_scen,
-        "dead_letters_by_reason": dict(dead_by_reason),
-        "latency_ms": {
-            "alerts_measured": len(lat),
-            "p50": float(np.percentile(lat, 50)) if lat else None,
-            "p99": float(np.percentile(lat, 99)) if lat else None,
-            "max": float(np.max(lat)) if lat else None,
-        },
-        "metrics_url": metrics_url,
-        "timeline": timeline.steps,
-        "model_versions": sorted({a["model_version"] for _, a in alerts}),
-    }
-
-
-def _timeline_arrays(rec: Recorder) -> dict[str, np.ndarray]:
-    if not rec.log_likelihood:
-        empty = np.zeros(0)
-        return {
-            "t_s": empty,
-            "log_likelihood": empty,
-            "severity": empty,
-            "threshold_warning": empty,
-            "threshold_critical": empty,
-        }
-    thr = np.concatenate(rec.thresholds)
-    ll = np.concatenate(rec.log_likelihood)
-    ok = np.isfinite(ll)
-    return {
-        "t_s": np.concatenate(rec.t_s)[ok],
-        "log_likelihood": ll[ok],
-        "severity": np.concatenate(rec.severity)[ok],
-        "threshold_warning": thr[ok, 0],
-        "threshold_critical": thr[ok, -1],
-    }
-
-
-def _contributions_by_scenario(
-    rec: Recorder, positions: list[tuple[int, int]], events: list[LabelledEvent]
-) -> dict[str, dict[str, float]]:
-    index = {pos: i for i, pos in enumerate(positions)}
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counts: Counter[str] = Counter()
-    for pos, contribs in rec.contributions:
-        i = index.get(pos)
-        if i is None:
-            continue
-        name = events[i].scenario or "normal (false alerts / drift)"
-        counts[name] += 1
-        for f, v in contribs.items():
-            sums[name][f] += v
-    return {name: {f: v / counts[name] for f, v in s.items()} for name, s in sums.items()}
-
-
-def _print_summary(console: Console, s: dict[str, Any]) -> None:
-    t = Table(title="demo summary")
-    t.add_column("")
-    t.add_column("")
-    t.add_row(
-        "events", f"{s['events']:,} ({s['scored']:,} scored, {s['dead_letters']} dead letters)"
-    )
-    t.add_row("alerts", ", ".join(f"{k}: {v}" for k, v in s["alerts_by_severity"].items()))
-    fr = s["false_alert_rate"]
-    t.add_row("false alert rate (normal events)", "-" if fr is None else f"{100 * fr:.2f}% overall")
-    for phase, v in s["false_alert_rate_by_phase"].items():
-        t.add_row(f"  {phase.replace('_', ' ')}", "-" if v is None else f"{100 * v:.2f}%")
-    t.add_row(
-        "dead letters by reason",
-        ", ".join(f"{k}: {v}" for k, v in sorted(s["dead_letters_by_reason"].items())) or "-",
-    )
-    lat = s["latency_ms"]
-    t.add_row(
-        "produce -> alert latency",
-        "-"
-        if lat["p50"] is None
-        else f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms over {lat['alerts_measured']} alerts",
-    )
-    t.add_row("metrics endpoint", s["metrics_url"])
-    console.print(t)
-    st = Table(title="injected scenarios")
-    for col in ("scenario", "entity", "expected", "result", "delay (simulated)"):
-        st.add_column(col)
-    for sc in s["scenarios"]:
-        result = (
-            ("[green]caught[/]" if sc["caught"] else "[red]missed[/]")
-            if sc["expect"] != "scored"
-            else ("[green]scored[/]" if sc["caught"] else "[red]not scored[/]")
-        )
-        st.add_row(
-            sc["name"],
-            sc["entity"],
-            sc["expect"],
-            result,
-            "-" if sc["delay_s"] is None else f"{sc['delay_s']:.0f} s",
-        )
-    console.print(st)
-    if s["timeline"]:
-        tl = Table(title="drift and retraining")
-        tl.add_column("t")
-        tl.add_column("step")
-        for e in s["timeline"]:
-            tl.add_row(f"{e['t_s']:.1f}s", e["what"])
-        console.print(tl)

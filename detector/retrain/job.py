@@ -1,6 +1,7 @@
 """The retraining job: samples window -> robust fit -> validation gate -> publish.
 
-1. Read the most recent window from the samples topic (bounded by count and event age).
+1. Read the most recent window from the samples topic, bounded by count and by event age
+   measured from the newest sample's event time, not the clock (``age_window``).
 2. Refuse windows unfit to learn from: too few rows, more than ``max_alerted_fraction``
    alerted under the model of the day (a fault, not an operating point), or a constant
    feature. The current model stays.
@@ -78,11 +79,22 @@ class RetrainOutcome:
         }
 
 
-def read_window(settings: Settings, now_ms: float | None = None) -> list[SampleRow]:
-    """The newest ``window_max_samples`` rows of the samples topic within ``window_max_age_s``."""
+@dataclass
+class AgedWindow:
+    rows: list[SampleRow]  # sorted by event time (rows without one first)
+    newest_ms: float | None  # the event time the age is measured from
+    too_old: int  # rows left out: older than window_max_age_s before newest_ms
+    future_dated: int  # rows left out: stamped beyond now + window_max_future_s
+
+
+def read_window(settings: Settings, now_ms: float | None = None) -> AgedWindow:
+    """The newest ``window_max_samples`` rows of the samples topic, aged by ``age_window``.
+
+    ``now_ms`` (default: the clock) only marks which stamps are in the future; see
+    ``age_window`` for why the age of a sample is not measured against it.
+    """
     cfg = settings.retrain
     now_ms = time.time() * 1000.0 if now_ms is None else now_ms
-    oldest_ms = now_ms - cfg.window_max_age_s * 1000.0
     conf = consumer_config(settings.kafka, group_id=None, enable_auto_commit=False)
     conf.pop("group_id", None)
     consumer = KafkaConsumer(**conf)
@@ -91,12 +103,13 @@ def read_window(settings: Settings, now_ms: float | None = None) -> list[SampleR
         topic = settings.kafka.samples_topic
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            return []
+            return AgedWindow([], None, 0, 0)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         # Read up to the moment the run started: a live service keeps appending samples, and
         # end_offsets() is not reliable on every broker, so record timestamps mark the end.
+        # (Both are the wall clock of the moment of writing/reading, never an event time.)
         started_ms = time.time() * 1000.0
         caught_up: set[TopicPartition] = set()
         idle_since = time.monotonic()
@@ -111,13 +124,55 @@ def read_window(settings: Settings, now_ms: float | None = None) -> list[SampleR
                         caught_up.add(tp)
                         consumer.pause(tp)
                         break
-                    window.extend(_rows_of(rec.value, oldest_ms))
+                    window.extend(_rows_of(rec.value))
     finally:
         consumer.close()
-    return sorted(window, key=lambda r: r.event_time_ms or 0)
+    aged = age_window(list(window), cfg.window_max_age_s, cfg.window_max_future_s, now_ms)
+    if aged.future_dated:
+        log.warning(
+            "left %d samples stamped more than retrain.window_max_future_s = %.0f s after the "
+            "clock out of the window (a producer's clock is wrong?)",
+            aged.future_dated,
+            cfg.window_max_future_s,
+        )
+    return aged
 
 
-def _rows_of(raw: bytes, oldest_ms: float) -> Iterator[SampleRow]:
+def age_window(
+    rows: list[SampleRow], max_age_s: float, max_future_s: float, now_ms: float
+) -> AgedWindow:
+    """Keep the rows within ``max_age_s`` of the newest sample's event time.
+
+    Why the newest sample and not the clock: the window is "the most recent span of the
+    stream the service saw". Measured against the clock, a user who backfills or replays
+    history (a year-old CSV streamed today, a topic re-read after an outage, a demo whose
+    simulated fleet started on a fixed date) gets every sample dropped and a retrain
+    refused for "0 samples". Measured against the newest event time, the window is the
+    same whenever it is read, and the age bound still does its job: a stream with an
+    old stretch in the topic trains on its last ``max_age_s`` only.
+
+    Future-dated stamps: a producer with a wrong clock can stamp a reading a year ahead.
+    Taken as "the newest", that one row would age every other row out of the window. So
+    the clock is used for this one question only (no event can be processed before it
+    happens): a row stamped more than ``max_future_s`` after ``now_ms`` is a clock error
+    and is left out, counted in ``future_dated``. A stamp within that tolerance may set
+    the newest time, which then ages out at most ``max_future_s`` of the oldest rows.
+    Rows with no event time are kept (they cannot be aged).
+    """
+    limit_ms = now_ms + max_future_s * 1000.0
+    future = [r for r in rows if r.event_time_ms is not None and r.event_time_ms > limit_ms]
+    plausible = [r for r in rows if r.event_time_ms is None or r.event_time_ms <= limit_ms]
+    times = [r.event_time_ms for r in plausible if r.event_time_ms is not None]
+    if not times:
+        return AgedWindow(plausible, None, 0, len(future))
+    newest_ms = float(max(times))
+    oldest_ms = newest_ms - max_age_s * 1000.0
+    kept = [r for r in plausible if r.event_time_ms is None or r.event_time_ms >= oldest_ms]
+    kept.sort(key=lambda r: r.event_time_ms if r.event_time_ms is not None else -np.inf)
+    return AgedWindow(kept, newest_ms, len(plausible) - len(kept), len(future))
+
+
+def _rows_of(raw: bytes) -> Iterator[SampleRow]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -125,10 +180,13 @@ def _rows_of(raw: bytes, oldest_ms: float) -> Iterator[SampleRow]:
         return
     version = doc.get("model_version")
     for r in doc.get("rows", []):
-        t = r.get("event_time_ms")
-        if t is not None and t < oldest_ms:
-            continue
-        yield SampleRow(r.get("values") or {}, r.get("entity"), t, bool(r.get("alerted")), version)
+        yield SampleRow(
+            r.get("values") or {},
+            r.get("entity"),
+            r.get("event_time_ms"),
+            bool(r.get("alerted")),
+            version,
+        )
 
 
 def tukey_fence(log_likelihood: np.ndarray) -> float:
@@ -281,8 +339,13 @@ def retrain_once(
     registry: ModelRegistry | None = None,
     metrics: RetrainMetrics | None = None,
     window: list[SampleRow] | None = None,
+    now_ms: float | None = None,
 ) -> RetrainOutcome:
-    """One run of the job; never raises for an expected outcome."""
+    """One run of the job; never raises for an expected outcome.
+
+    ``window``: rows to use instead of reading the samples topic (taken as they are).
+    ``now_ms``: the clock (default: the wall clock), only to tell future-dated stamps.
+    """
     registry = registry or ModelRegistry(settings.registry)
     metrics = metrics or RetrainMetrics()
     started = time.perf_counter()
@@ -290,7 +353,7 @@ def retrain_once(
         if not acquired:
             outcome = RetrainOutcome("busy", reason="another retrain holds the registry lock")
         else:
-            outcome = _run(settings, registry, window)
+            outcome = _run(settings, registry, window, now_ms)
     took = time.perf_counter() - started
     outcome.figures["duration_s"] = took
     metrics.runs.labels(outcome.outcome).inc()
@@ -307,15 +370,26 @@ def retrain_once(
 
 
 def _run(
-    settings: Settings, registry: ModelRegistry, window: list[SampleRow] | None
+    settings: Settings,
+    registry: ModelRegistry,
+    window: list[SampleRow] | None,
+    now_ms: float | None,
 ) -> RetrainOutcome:
     try:
         current = registry.load() if registry.current() else None
     except (RegistryError, DetectorError) as exc:
         log.warning("current model not loadable (%s); validating without comparison", exc)
         current = None
-    rows = read_window(settings) if window is None else window
-    figures: dict[str, Any] = {"window_rows": len(rows)}
+    figures: dict[str, Any] = {}
+    if window is None:
+        aged = read_window(settings, now_ms)
+        rows = aged.rows
+        figures["window_newest_event_time_ms"] = aged.newest_ms
+        figures["window_too_old_rows"] = aged.too_old
+        figures["window_future_dated_rows"] = aged.future_dated
+    else:
+        rows = window
+    figures["window_rows"] = len(rows)
     features = settings.features
     if current is not None:
         # Keep the feature set of the model in service; categories are learned afresh.
@@ -337,7 +411,16 @@ def _run(
         check_window(rows, run_settings, names)
     except RetrainRefused as exc:
         figures["refusal"] = exc.reason
-        return RetrainOutcome("refused", reason=str(exc), figures=figures)
+        left_out = [
+            f"{figures[key]} {what}"
+            for key, what in (
+                ("window_too_old_rows", "older than retrain.window_max_age_s before the newest"),
+                ("window_future_dated_rows", "future-dated"),
+            )
+            if figures.get(key)
+        ]
+        message = str(exc) + (f" ({', '.join(left_out)} left out)" if left_out else "")
+        return RetrainOutcome("refused", reason=message, figures=figures)
     n_hold = max(1, round(len(rows) * settings.retrain.holdout_fraction))
     fit_rows = [r.values for r in rows[:-n_hold]]
     holdout = [r.values for r in rows[-n_hold:]]

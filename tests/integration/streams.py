@@ -41,8 +41,9 @@ def normal_rows(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
 def recent_base_ms() -> int:
     """Event times for test streams: a minute before now, one ms apart.
 
-    The retrainer skips samples older than ``retrain.window_max_age_s`` by event time, so a
-    fixed date in a test expires a week after it was written (it did, on 2026-11-25).
+    The retrainer ages samples from the window's newest event time (not the clock) and
+    leaves out stamps more than ``retrain.window_max_future_s`` after the clock; times
+    near now are right for both, and no fixed date expires (one did, on 2026-11-25).
     """
     return int(time.time() * 1000) - 60_000
 

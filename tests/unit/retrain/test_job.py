@@ -1,13 +1,17 @@
-"""The retraining job's refusals and its lock (the broker-backed runs are integration tests)."""
+"""The retraining job's window age rule, refusals and lock (broker-backed runs: integration)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from detector.registry.store import ModelRegistry
-from detector.retrain.job import SampleRow, retrain_lock, retrain_once, tukey_fence
+from detector.retrain.job import SampleRow, age_window, retrain_lock, retrain_once, tukey_fence
 from tests.unit.conftest import as_rows, mixture_sample, small_settings
 
 
@@ -58,3 +62,114 @@ def test_tukey_fence_trims_far_outliers_only() -> None:
     ll = np.random.default_rng(0).normal(0, 1, 10_000)
     fence = tukey_fence(np.concatenate([ll, [-50.0, -60.0]]))
     assert (ll < fence).mean() < 0.001 and fence > -50
+
+
+# -- the window's age rule (age_window) ----------------------------------------------------
+DAY_MS = 86_400_000
+YEAR_MS = 365 * DAY_MS
+WEEK_S = 7 * 86_400.0
+HOUR_S = 3_600.0
+
+
+def stamped(x: np.ndarray, first_ms: float, step_ms: float) -> list[SampleRow]:
+    """Rows of ``x`` with event times ``first_ms``, ``first_ms + step_ms``, ..."""
+    return [
+        SampleRow(r, "e", int(first_ms + i * step_ms), False, "v") for i, r in enumerate(as_rows(x))
+    ]
+
+
+def test_history_backfilled_a_year_ago_keeps_its_last_week_and_trains(tmp_path: Path) -> None:
+    # Given a window read today of a backfill: 3,000 samples whose event times span the
+    # ten days that ended a year ago (one every ~5 minutes)
+    now_ms = time.time() * 1000.0
+    first_ms = now_ms - YEAR_MS - 10 * DAY_MS
+    rows = stamped(mixture_sample(3000, seed=5), first_ms, 10 * DAY_MS / 3000)
+    # When the age rule is applied with a week's max age
+    aged = age_window(rows, WEEK_S, HOUR_S, now_ms)
+    # Then the age is measured from the newest sample, a year old: its last week stays
+    assert aged.newest_ms == rows[-1].event_time_ms
+    assert aged.too_old == sum(r.event_time_ms < rows[-1].event_time_ms - 7 * DAY_MS for r in rows)
+    assert len(aged.rows) == 3000 - aged.too_old and len(aged.rows) > 2000
+    assert min(r.event_time_ms for r in aged.rows) >= rows[-1].event_time_ms - 7 * DAY_MS
+    # ...and the job trains on it and promotes (against the clock, nothing would be left)
+    out = retrain_once(settings(tmp_path), window=aged.rows)
+    assert out.outcome == "promoted", out.reason
+
+
+def test_one_sample_stamped_far_in_the_future_does_not_empty_the_window() -> None:
+    # Given 2,000 samples of the last hour and one stamped a year ahead (a bad clock)
+    now_ms = time.time() * 1000.0
+    rows = stamped(mixture_sample(2000, seed=6), now_ms - 3_600_000, 1_800)
+    rows.insert(
+        700,
+        SampleRow(
+            {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}, "bad", int(now_ms + YEAR_MS), False, "v"
+        ),
+    )
+    # When the age rule is applied
+    aged = age_window(rows, WEEK_S, HOUR_S, now_ms)
+    # Then that one row is left out and counted, and every other row stays
+    assert aged.future_dated == 1 and aged.too_old == 0
+    assert len(aged.rows) == 2000 and all(r.entity == "e" for r in aged.rows)
+    assert aged.newest_ms == max(r.event_time_ms for r in rows if r.entity == "e")
+
+
+def test_a_whole_device_a_year_ahead_is_left_out_without_taking_the_rest_along() -> None:
+    # Given a fleet where one producer in ten stamps a year ahead
+    now_ms = time.time() * 1000.0
+    rows = stamped(mixture_sample(2000, seed=7), now_ms - 3_600_000, 1_800)
+    for r in rows[::10]:
+        r.event_time_ms += YEAR_MS
+    # When the age rule is applied
+    aged = age_window(rows, WEEK_S, HOUR_S, now_ms)
+    # Then the future-dated tenth is out, the other nine tenths stay
+    assert (aged.future_dated, len(aged.rows), aged.too_old) == (200, 1800, 0)
+
+
+def test_a_stamp_slightly_ahead_sets_the_newest_and_ages_out_only_that_much() -> None:
+    # Given samples spanning exactly the last week and one stamped 30 minutes ahead
+    now_ms = time.time() * 1000.0
+    rows = stamped(mixture_sample(1000, seed=8), now_ms - 7 * DAY_MS, 7 * DAY_MS / 999)
+    rows.append(SampleRow(dict(rows[0].values), "e", int(now_ms + 1_800_000), False, "v"))
+    # When the age rule is applied with an hour's tolerance for clocks ahead
+    aged = age_window(rows, WEEK_S, HOUR_S, now_ms)
+    # Then it counts as the newest (within tolerance) and only the oldest half hour ages out
+    assert aged.future_dated == 0 and aged.newest_ms == int(now_ms + 1_800_000)
+    assert 1 <= aged.too_old <= 1000 * 1_800_000 / (7 * DAY_MS) + 1
+
+
+def test_the_age_rule_is_the_same_whatever_day_the_window_is_read() -> None:
+    # Given one window of samples from two weeks of history
+    base_ms = time.time() * 1000.0 - 14 * DAY_MS
+    rows = stamped(mixture_sample(1400, seed=9), base_ms, 14 * DAY_MS / 1400)
+    # When it is read right after, and again a year later
+    soon = age_window(rows, WEEK_S, HOUR_S, base_ms + 14 * DAY_MS)
+    later = age_window(rows, WEEK_S, HOUR_S, base_ms + 14 * DAY_MS + YEAR_MS)
+    # Then both keep the same last week
+    assert [r.event_time_ms for r in soon.rows] == [r.event_time_ms for r in later.rows]
+    assert 690 <= len(soon.rows) <= 710
+
+
+@given(
+    offsets_s=st.lists(
+        st.floats(min_value=-2 * YEAR_MS / 1000, max_value=2 * YEAR_MS / 1000), min_size=1
+    )
+)
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_any_stamps_keep_the_newest_plausible_row_and_never_a_future_one(
+    offsets_s: list[float],
+) -> None:
+    # Given samples stamped anywhere within two years either side of now
+    now_ms = 1e12 + 5 * YEAR_MS  # any clock: the rule only compares stamps with it
+    rows = [SampleRow({}, "e", int(now_ms + 1000 * o), False, None) for o in offsets_s]
+    # When the age rule is applied
+    aged = age_window(rows, WEEK_S, HOUR_S, now_ms)
+    limit_ms = now_ms + HOUR_S * 1000
+    plausible = [r for r in rows if r.event_time_ms <= limit_ms]
+    # Then every row is kept or counted once, none kept is future-dated, and the window is
+    # empty only when every stamp was future-dated
+    assert len(aged.rows) + aged.too_old + aged.future_dated == len(rows)
+    assert all(r.event_time_ms <= limit_ms for r in aged.rows)
+    assert bool(aged.rows) == bool(plausible)
+    if plausible:
+        assert max(r.event_time_ms for r in plausible) in {r.event_time_ms for r in aged.rows}
