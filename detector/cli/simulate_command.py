@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from detector.cli.checks import check_kafka
 from detector.cli.main import ConfigOpt, _errors, app, err, settings_for
 from detector.demo.fleet import (
     Drift,
@@ -31,7 +32,9 @@ from detector.demo.fleet import (
     write_csv,
 )
 from detector.errors import BrokerUnavailableError, ConfigError
+from detector.logs import setup_logging
 from detector.settings import Settings
+from detector.stream.reach import check_reachable
 
 BootstrapOpt = Annotated[
     str | None,
@@ -189,6 +192,9 @@ def simulate(
                 "kafka.bootstrap_servers is unset: pass --bootstrap HOST:PORT or set "
                 "DETECTOR_KAFKA__BOOTSTRAP_SERVERS (or write a training file with --csv PATH)"
             )
+        check_kafka(settings)  # the servers' form and the TLS files, before anything starts
+        check_reachable(settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3)
+    setup_logging(settings.service.log_format, "WARNING")  # kafka-python: no connection chatter
     stop = {"flag": False}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

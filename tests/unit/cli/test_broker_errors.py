@@ -234,10 +234,10 @@ def test_a_missing_tls_file_is_named_before_connecting(model_dir: Path, tmp_path
     assert "DETECTOR_KAFKA__SSL_CAFILE" in r.stderr
 
 
-def test_produce_and_consume_without_a_broker_exit_3_in_one_line(
+def test_produce_consume_and_simulate_without_a_broker_exit_3_in_one_line(
     closed_port: int, tmp_path: Path
 ) -> None:
-    from detector.cli import topic_commands  # noqa: F401  (registers produce, consume)
+    from detector.cli import simulate_command, topic_commands  # noqa: F401  (registers them)
 
     data = tmp_path / "rows.csv"
     data.write_text("entity,a,b\npump-1,1.0,2.0\n")
@@ -245,8 +245,11 @@ def test_produce_and_consume_without_a_broker_exit_3_in_one_line(
     # When a file is produced to, or a topic read from, a broker that is not there
     produced = runner.invoke(app, ["produce", str(data), "--bootstrap", f"127.0.0.1:{closed_port}"])
     consumed = runner.invoke(app, ["consume", "--bootstrap", f"127.0.0.1:{closed_port}"])
+    simulated = runner.invoke(
+        app, ["simulate", "-n", "5", "--bootstrap", f"127.0.0.1:{closed_port}"]
+    )
     # Then each exits 3 with the one reason, and nothing on stdout
-    for r in (produced, consumed):
+    for r in (produced, consumed, simulated):
         assert r.exit_code == ExitCode.BROKER, r.output
         assert r.stderr.strip() == expected and r.stdout == ""
     # ...while --print needs no broker at all
