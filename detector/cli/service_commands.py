@@ -138,6 +138,12 @@ def retrain(
     max_runs: Annotated[
         int | None, typer.Option(help="Stop after this many runs (testing).")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics and /healthz on this port while running.")
+    ] = None,
+    push_gateway: Annotated[
+        str | None, typer.Option(help="Push each run's metrics to this Pushgateway URL.")
+    ] = None,
 ) -> None:
     """Retrain from the samples window; promote the candidate only if it passes the gate.
 
@@ -158,6 +164,11 @@ def retrain(
         check_kafka(settings)
     setup_logging(settings.service.log_format, settings.service.log_level)
     metrics = RetrainMetrics()
+    from detector.retrain.exporter import RetrainExporter
+
+    exporter = RetrainExporter(
+        metrics, settings.service.metrics_host, metrics_port, push_gateway
+    ).start()
     stop = {"flag": False}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -173,6 +184,7 @@ def retrain(
         )
         if metrics_file is not None:
             write_to_textfile(str(metrics_file), metrics.registry)
+        exporter.after_run()
         return code
 
     if once and not (every or on_drift):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.test_commands import EXPORTER_HOOKED
 from tests.unit.retrain.test_exporter import gateway  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.broker
@@ -21,8 +20,6 @@ def test_a_cron_run_pushes_its_outcome(
     gateway: tuple[str, list[tuple[str, str, bytes]]],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    if not EXPORTER_HOOKED:
-        pytest.xfail("detector retrain --push-gateway is not hooked into the CLI yet")
     from tests.integration.streams import env_for, settings_for_test, train_and_publish
 
     url, received = gateway
