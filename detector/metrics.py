@@ -160,6 +160,24 @@ class ServiceMetrics:
             "Failures of batch observers (drift, sampling).",
             registry=r,
         )
+        self.state_evictions = Counter(
+            "detector_state_evictions_total",
+            "Entities forgotten to keep per-entity state bounded, by state: cooldown (its next "
+            "alert is sent even inside the cooldown) or temporal (it warms up again).",
+            ["state"],
+            registry=r,
+        )
+        self.batch_retries = Counter(
+            "detector_batch_retries_total",
+            "Batch-level failures of a vectorized stage, retried record by record, by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "detector_dead_letters_truncated_total",
+            "Dead letters too large for the producer, sent truncated with detector.original.* headers.",
+            registry=r,
+        )
         self.temporal_warmup = Counter(
             "detector_temporal_warmup_rows_total",
             "Rows scored on point-wise features only while an entity's temporal state warms up.",
