@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kafka import TopicPartition
 
 from detector.model.bundle import ModelBundle
@@ -21,6 +23,7 @@ from detector.model.train import train
 from detector.stream.fetcher import RecordBatch
 from detector.stream.service import DetectorService
 from tests.unit.conftest import as_rows, mixture_sample, small_settings
+from tests.unit.pipeline.strategies import record_batches
 
 MAX_REQUEST_SIZE = 1_048_576  # kafka-python's default
 TOPIC = "events"
@@ -207,3 +210,67 @@ def test_a_record_of_several_mib_is_dead_lettered_truncated_and_never_blocks(
     assert h["detector.original.size"] == str(len(big)).encode()
     assert h["detector.original.sha256"] == hashlib.sha256(big).hexdigest().encode()
     assert h["detector.source.topic"] == TOPIC.encode() and h["detector.source.offset"] == b"2"
+
+
+def sample(service: DetectorService, name: str, **labels: str) -> float:
+    return service.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(record_batches(), min_size=1, max_size=3))
+def test_the_service_counts_every_record_once(small_bundle, models_dir, batches) -> None:
+    # Given the service with a stand-in producer, and any batches of records
+    service = make_service(small_bundle, models_dir)
+    total = 0
+    for records in batches:
+        batch = RecordBatch(
+            records.topics,
+            records.partitions,
+            records.offsets,
+            records.timestamps_ms,
+            records.keys,
+            records.values,
+            {TopicPartition(TOPIC, 0): len(records) + 100},
+        )
+        # When it handles each batch
+        service._process(batch)
+        total += len(batch)
+    # Then no send failed, and consumed = scored + dead-lettered = dead letters by reason
+    for pending in service._pending:
+        pending.raise_if_failed()
+    producer: FakeProducer = service._producer  # type: ignore[assignment]
+    consumed = sample(service, "detector_consumed_total")
+    scored = sample(service, "detector_events_total", outcome="scored")
+    dead = sample(service, "detector_events_total", outcome="dead_lettered")
+    assert consumed == total == scored + dead
+    assert dead == len(producer.of(DEAD))
+    by_reason = [
+        s
+        for m in service.metrics.dead_letters.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    ]
+    assert sum(s.value for s in by_reason) == dead
+    alerts = sum(
+        sample(service, "detector_alerts_total", severity=s) for s in ("warning", "critical")
+    )
+    assert alerts == len(producer.of("alerts"))
+
+
+def test_cooldown_evictions_are_counted_in_a_metric(small_bundle, tmp_path) -> None:
+    # Given the service with a cooldown on, remembering at most 10 entities
+    service = make_service(small_bundle, tmp_path, service={"alert_cooldown_s": 3600})
+    service.cooldown.max_entities = 10
+    # When 50 distinct entities alert
+    raws = [
+        orjson.dumps({"entity": f"e{i}", "values": dict.fromkeys("abcd", 40.0)}) for i in range(50)
+    ]
+    ends = outcome(service, batch_of(raws))
+    # Then all 50 alerted, the map holds 10, and the 40 evictions are on /metrics
+    assert list(ends.values()) == ["alert"] * 50 and len(service.cooldown) == 10
+    assert sample(service, "detector_state_evictions_total", state="cooldown") == 40
