@@ -133,6 +133,8 @@ class BatchOutcome:
     suppressed: int = 0
     temporal_warmup_rows: int = 0
     retried: list[str] = field(default_factory=list)  # stages re-run record by record
+    # Entities forgotten to keep state bounded, by state ("cooldown", "temporal").
+    evictions: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_scored(self) -> int:
@@ -160,13 +162,22 @@ def process(
     """
     limit = usable_bytes(max_request_size)
     detected_ms = now_ms if now_ms is not None else time.time() * 1000.0
+    before = _evictions(state)
     try:
-        return _process(records, scorer, state, limit, detected_ms, stage)
+        outcome = _process(records, scorer, state, limit, detected_ms, stage)
     except Exception as exc:
         log.exception("a batch of %d failed as a whole; retrying record by record", len(records))
         outcome = _process_each(records, scorer, state, limit, detected_ms, describe(exc))
         outcome.retried.insert(0, "batch")
-        return outcome
+    outcome.evictions = {k: v - before[k] for k, v in _evictions(state).items()}
+    return outcome
+
+
+def _evictions(state: PipelineState) -> dict[str, int]:
+    return {
+        "cooldown": state.cooldown.evictions,
+        "temporal": state.temporal.evictions if state.temporal is not None else 0,
+    }
 
 
 def _process(

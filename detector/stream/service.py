@@ -263,7 +263,6 @@ class DetectorService:
         # Parse, temporal features, score, build alerts and dead letters: no Kafka in there,
         # and nothing a record holds can make it raise (detector.pipeline).
         state = PipelineState(self.parser, self.cooldown, self.temporal)
-        evicted = self._evictions()
         outcome = process(
             batch,
             self.scorer,
@@ -273,7 +272,6 @@ class DetectorService:
         )
         with self._stage("publish"):
             futures = self._publish(outcome)
-        self._count_evictions(evicted)
         scored_batch = outcome.scored
         with self._stage("observe"):
             for observer in self.observers:
@@ -295,16 +293,6 @@ class DetectorService:
             )
         if len(self._pending) > MAX_PENDING_BATCHES:
             self._wait_oldest()
-
-    def _evictions(self) -> tuple[int, int]:
-        return self.cooldown.evictions, self.temporal.evictions if self.temporal else 0
-
-    def _count_evictions(self, before: tuple[int, int]) -> None:
-        cooldown, temporal = self._evictions()
-        if cooldown > before[0]:
-            self.metrics.state_evictions.labels("cooldown").inc(cooldown - before[0])
-        if temporal > before[1]:
-            self.metrics.state_evictions.labels("temporal").inc(temporal - before[1])
 
     def _publish(self, outcome: BatchOutcome) -> list[Any]:
         """Send the batch's dead letters and alerts; count what every record became."""
@@ -329,6 +317,9 @@ class DetectorService:
             m.temporal_warmup.inc(outcome.temporal_warmup_rows)
         if outcome.suppressed:
             m.alerts_suppressed.inc(outcome.suppressed)
+        for state, n in outcome.evictions.items():
+            if n:
+                m.state_evictions.labels(state).inc(n)
 
         result = outcome.scored.result
         valid = np.isfinite(result.log_likelihood)
