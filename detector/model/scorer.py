@@ -180,7 +180,8 @@ class Scorer:
         result = self.score_encoded(batch, rows)
         x = self._scale(batch.matrix)
         gaps = np.isnan(x)
-        self._explain(result, np.flatnonzero(batch.valid), x, gaps, batch.matrix, rows)
+        scored = np.flatnonzero(np.isfinite(result.log_likelihood))  # rows overflowing are not
+        self._explain(result, scored, x, gaps, batch.matrix, rows)
         return result
 
     # -- internals -----------------------------------------------------------------------
