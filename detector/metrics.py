@@ -134,6 +134,11 @@ class ServiceMetrics:
             ["alerted"],
             registry=r,
         )
+        self.samples_skipped = Counter(
+            "detector_samples_skipped_total",
+            "Sampled rows not published: one row alone was over the producer's max_request_size.",
+            registry=r,
+        )
         self.drift_statistic = Gauge(
             "detector_drift_statistic",
             "Current drift statistics over the sliding window.",

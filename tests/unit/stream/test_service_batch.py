@@ -274,3 +274,22 @@ def test_cooldown_evictions_are_counted_in_a_metric(small_bundle, tmp_path) -> N
     # Then all 50 alerted, the map holds 10, and the 40 evictions are on /metrics
     assert list(ends.values()) == ["alert"] * 50 and len(service.cooldown) == 10
     assert sample(service, "detector_state_evictions_total", state="cooldown") == 40
+
+
+def test_big_events_sampled_for_the_drift_window_never_make_an_oversize_message(
+    small_bundle, tmp_path
+) -> None:
+    # Given every scored event sampled, and 20 events of 200 kB each (extra keys, kept in
+    # the sample for retraining): one samples message would be 4 MB
+    service = make_service(small_bundle, tmp_path, drift={"sample_rate": 1.0})
+    pad = "x" * 200_000
+    raws = [
+        orjson.dumps({"entity": f"e{i}", "values": {**row, "note": pad}})
+        for i, row in enumerate(as_rows(mixture_sample(20, seed=42)))
+    ]
+    # When the service handles the batch, Then every send fits the producer (none failed)
+    ends = outcome(service, batch_of(raws))
+    assert all(e in ("scored", "alert") for e in ends.values())
+    producer: FakeProducer = service._producer  # type: ignore[assignment]
+    samples = [orjson.loads(s.value) for s in producer.of(service.settings.kafka.samples_topic)]  # type: ignore[arg-type]
+    assert 0 < sum(len(doc["rows"]) for doc in samples) <= 20
