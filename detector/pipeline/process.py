@@ -8,7 +8,8 @@ one record is confined to it and makes it a dead letter with a stable ``Reason``
 vectorized stages (parse, score) run once per batch; if one raises for the whole batch,
 it is run again record by record, so one poisoned record costs only itself. Should
 anything else raise for the batch (a bug here), the whole batch is processed again one
-record at a time, each failure a dead letter ``internal_error``.
+record at a time, each failure a dead letter ``internal_error`` (that retry may find
+the cooldown and temporal state already updated by the failed attempt: a bug path only).
 
 The service calls ``process`` and only sends what it returns; the property tests and the
 benchmark call it directly.
