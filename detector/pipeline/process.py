@@ -39,6 +39,7 @@ from detector.pipeline.letters import (
     usable_bytes,
 )
 from detector.pipeline.reasons import Reason
+from detector.pipeline.results import concat_results, empty_result, failed_row
 from detector.stream.alerts import Cooldown, Source, build_alert
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ def _score(scorer: Scorer, values: list[dict[str, Any]], retried: list[str]) -> 
         try:
             parts.append(scorer.score([row]))
         except Exception as exc:
-            parts.append(_failed_row(scorer, f"scoring failed: {describe(exc)}"))
+            parts.append(failed_row(scorer, f"scoring failed: {describe(exc)}"))
     return concat_results(parts, scorer)
 
 
@@ -348,44 +349,6 @@ def source_of(records: Records, pos: int) -> Source:
     )
 
 
-def _failed_row(scorer: Scorer, message: str) -> ScoreResult:
-    return ScoreResult(
-        log_likelihood=np.full(1, np.nan),
-        percentile=np.full(1, np.nan),
-        severity=np.zeros(1, dtype=np.int8),
-        threshold=np.full(1, np.nan),
-        severity_names=scorer.thresholds.names,
-        errors={0: (Reason.INTERNAL_ERROR, message)},
-        unknown_categories=np.zeros(1, dtype=np.int64),
-        feature_missing=np.zeros((1, len(scorer.spec.features)), dtype=bool),
-        encoded=np.full((1, scorer.encoder.n_columns), np.nan),
-    )
-
-
-def concat_results(parts: list[ScoreResult], scorer: Scorer) -> ScoreResult:
-    """Per-row results of the retry, as one result aligned with the batch."""
-    if not parts:
-        return _empty_result(scorer)
-    out = ScoreResult(
-        log_likelihood=np.concatenate([p.log_likelihood for p in parts]),
-        percentile=np.concatenate([p.percentile for p in parts]),
-        severity=np.concatenate([p.severity for p in parts]),
-        threshold=np.concatenate([p.threshold for p in parts]),
-        severity_names=scorer.thresholds.names,
-        errors={},
-        unknown_categories=np.concatenate([p.unknown_categories for p in parts]),
-        feature_missing=np.concatenate([p.feature_missing for p in parts]),
-        encoded=np.concatenate([p.encoded for p in parts]),
-    )
-    offset = 0
-    for p in parts:
-        out.errors.update({offset + i: e for i, e in p.errors.items()})
-        out.top_features.update({offset + i: t for i, t in p.top_features.items()})
-        out.mahalanobis_sq.update({offset + i: m for i, m in p.mahalanobis_sq.items()})
-        offset += p.log_likelihood.shape[0]
-    return out
-
-
 def _process_each(
     records: Records,
     scorer: Scorer,
@@ -411,23 +374,9 @@ def _process_each(
                 message,
                 limit,
             )
-            failed = ScoredBatch(one, [], [], [], [], _empty_result(scorer), scorer.version)
+            failed = ScoredBatch(one, [], [], [], [], empty_result(scorer), scorer.version)
             parts.append(BatchOutcome(1, failed, [], [letter]))
     return _merge(records, parts, scorer)
-
-
-def _empty_result(scorer: Scorer) -> ScoreResult:
-    return ScoreResult(
-        log_likelihood=np.empty(0),
-        percentile=np.empty(0),
-        severity=np.empty(0, dtype=np.int8),
-        threshold=np.empty(0),
-        severity_names=scorer.thresholds.names,
-        errors={},
-        unknown_categories=np.empty(0, dtype=np.int64),
-        feature_missing=np.empty((0, len(scorer.spec.features)), dtype=bool),
-        encoded=np.empty((0, scorer.encoder.n_columns)),
-    )
 
 
 def _merge(records: Records, parts: list[BatchOutcome], scorer: Scorer) -> BatchOutcome:
