@@ -7,6 +7,8 @@ with a stable reason code that becomes the dead letter's reason.
 
 from __future__ import annotations
 
+import math
+import reprlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,26 @@ from detector.settings import EventSettings
 # Epoch numbers above this are taken as milliseconds, below as seconds: 1e11 s is year
 # 5138, 1e11 ms is 1973, so real clocks of either unit never straddle it.
 _EPOCH_MS_CUTOFF = 1e11
+# The event times an alert can carry as ISO 8601: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z
+# (Python's datetime range). A time outside is no clock's reading (1e15 "ms" is year 33658,
+# likely microseconds); it is refused as bad_value, alerting or not, so a record's fate
+# never depends on its score.
+MIN_TIME_MS = -62_135_596_800_000
+MAX_TIME_MS = 253_402_300_799_999
+
+# Values quoted in messages: bounded in depth and length, so a list nested 1,000 deep or a
+# 10 MB string costs a few microseconds to describe (a plain repr recursed until it failed).
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 3, 60, 60
+_PREVIEW.maxlist = _PREVIEW.maxdict = 4
+
+
+def preview(value: Any) -> str:
+    """A short, safe repr of any parsed JSON value, for error messages."""
+    try:
+        return _PREVIEW.repr(value)
+    except Exception:  # a message must never be what fails
+        return f"<{type(value).__name__}>"
 
 
 @dataclass(slots=True)
@@ -37,13 +59,35 @@ def parse_time_ms(value: Any, key: str) -> int:
         )
     if isinstance(value, int | float):
         ms = value if abs(value) >= _EPOCH_MS_CUTOFF else value * 1000.0
+        if not (math.isfinite(ms) and MIN_TIME_MS <= ms <= MAX_TIME_MS):
+            raise BadEventError("bad_value", _out_of_range(key, value))
         return int(ms)
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value).timestamp() * 1000)
-        except ValueError:
+            ms = int(datetime.fromisoformat(value).timestamp() * 1000)
+        except (ValueError, OverflowError):
             pass
-    raise BadEventError("bad_value", f"{key} = {value!r}: expected ISO 8601 or epoch milliseconds")
+        else:
+            if MIN_TIME_MS <= ms <= MAX_TIME_MS:
+                return ms
+            raise BadEventError("bad_value", _out_of_range(key, value))
+    raise BadEventError(
+        "bad_value", f"{key} = {preview(value)}: expected ISO 8601 or epoch milliseconds"
+    )
+
+
+def _out_of_range(key: str, value: Any) -> str:
+    return (
+        f"{key} = {preview(value)}: out of range; expected epoch seconds or milliseconds "
+        "between years 1 and 9999 (microseconds or nanoseconds? divide first)"
+    )
+
+
+def format_time_ms_or_none(epoch_ms: float | None) -> str | None:
+    """``format_time_ms``, or None for a time no datetime can hold (a producer's timestamp)."""
+    if epoch_ms is None or not MIN_TIME_MS <= epoch_ms <= MAX_TIME_MS:
+        return None
+    return format_time_ms(epoch_ms)
 
 
 def format_time_ms(epoch_ms: float) -> str:
@@ -53,6 +97,19 @@ def format_time_ms(epoch_ms: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+# Entity ids the batch fast path takes as they are (str) or with a cheap str() (int).
+_FAST_ENTITY_TYPES = frozenset({str, int, type(None)})
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an unexpected exception, bounded, for a dead letter's message."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 @dataclass(slots=True)
@@ -109,23 +166,35 @@ class EventParser:
         times = [o.get(tk) for o in objs]
         if set(map(type, values)) != {dict} or not set(map(type, times)) <= {int, type(None)}:
             return self._parse_each(raws)
+        entities = [o.get(ek) for o in objs]
+        if not set(map(type, entities)) <= _FAST_ENTITY_TYPES:
+            return self._parse_each(raws)
         cutoff = _EPOCH_MS_CUTOFF
+        times_ms = [t if t is None or abs(t) >= cutoff else t * 1000 for t in times]
+        present = [t for t in times_ms if t is not None]
+        if present and (min(present) < MIN_TIME_MS or max(present) > MAX_TIME_MS):
+            return self._parse_each(raws)
         return ParsedBatch(
             values=values,
-            entities=[
-                None if (e := o.get(ek)) is None else e if type(e) is str else str(e) for o in objs
-            ],
-            event_times_ms=[t if t is None or abs(t) >= cutoff else t * 1000 for t in times],
+            entities=[e if e is None or type(e) is str else str(e) for e in entities],
+            event_times_ms=times_ms,
             errors={},
         )
+
+    def parse_each(self, raws: list[bytes | None]) -> ParsedBatch:
+        """Record by record; an exception of any kind is confined to its record."""
+        return self._parse_each(raws)
 
     def _parse_each(self, raws: list[bytes | None]) -> ParsedBatch:
         out = ParsedBatch([], [], [], {})
         for i, raw in enumerate(raws):
             try:
                 event = self.parse(raw)
-            except BadEventError as exc:
-                out.errors[i] = (exc.reason, exc.message)
+            except Exception as exc:
+                if isinstance(exc, BadEventError):
+                    out.errors[i] = (exc.reason, exc.message)
+                else:  # a bug of ours, not the record's fault: still only this record's end
+                    out.errors[i] = ("internal_error", f"parsing failed: {describe(exc)}")
                 out.values.append({})
                 out.entities.append(None)
                 out.event_times_ms.append(None)
@@ -154,6 +223,11 @@ class EventParser:
         else:  # flat events: every key but the entity and the time is a candidate feature
             values = {k: v for k, v in obj.items() if k != self.entity_key and k != self.time_key}
         entity = obj.get(self.entity_key)
+        if isinstance(entity, dict | list):
+            raise BadEventError(
+                "bad_value",
+                f"{self.entity_key} = {preview(entity)}: expected a string or a number",
+            )
         ts = obj.get(self.time_key)
         return Event(
             values=values,

@@ -134,6 +134,11 @@ class ServiceMetrics:
             ["alerted"],
             registry=r,
         )
+        self.samples_skipped = Counter(
+            "detector_samples_skipped_total",
+            "Sampled rows not published: one row alone was over the producer's max_request_size.",
+            registry=r,
+        )
         self.drift_statistic = Gauge(
             "detector_drift_statistic",
             "Current drift statistics over the sliding window.",
@@ -158,6 +163,24 @@ class ServiceMetrics:
         self.observer_errors = Counter(
             "detector_observer_errors_total",
             "Failures of batch observers (drift, sampling).",
+            registry=r,
+        )
+        self.state_evictions = Counter(
+            "detector_state_evictions_total",
+            "Entities forgotten to keep per-entity state bounded, by state: cooldown (its next "
+            "alert is sent even inside the cooldown) or temporal (it warms up again).",
+            ["state"],
+            registry=r,
+        )
+        self.batch_retries = Counter(
+            "detector_batch_retries_total",
+            "Batch-level failures of a vectorized stage, retried record by record, by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "detector_dead_letters_truncated_total",
+            "Dead letters too large for the producer, sent truncated with detector.original.* headers.",
             registry=r,
         )
         self.temporal_warmup = Counter(

@@ -29,6 +29,7 @@ from scipy.stats import binom
 from detector.events import format_time_ms
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
+from detector.pipeline.letters import DEFAULT_MAX_MESSAGE_BYTES, usable_bytes
 from detector.settings import DriftSettings, KafkaSettings
 
 if TYPE_CHECKING:
@@ -51,6 +52,29 @@ def psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
     e = np.maximum(expected_counts / max(1, expected_counts.sum()), PSI_EPSILON)
     a = np.maximum(actual_counts / max(1, actual_counts.sum()), PSI_EPSILON)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _split_rows(
+    model_version: str, rows: list[dict[str, Any]], limit_bytes: int, metrics: ServiceMetrics
+) -> list[bytes]:
+    """Samples documents ``{"model_version", "rows"}`` of at most ``limit_bytes`` each."""
+    head = orjson.dumps({"model_version": model_version, "rows": []})[:-2]  # ...,"rows":[
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = len(head) + 2
+    for row in rows:
+        encoded = orjson.dumps(row)
+        if len(head) + len(encoded) + 2 > limit_bytes:  # one row alone is too large: not sent
+            metrics.samples_skipped.inc()
+            continue
+        if chunk and size + len(encoded) + 1 > limit_bytes:
+            out.append(head + b",".join(chunk) + b"]}")
+            chunk, size = [], len(head) + 2
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        out.append(head + b",".join(chunk) + b"]}")
+    return out
 
 
 class Sampler:
@@ -87,9 +111,16 @@ class Sampler:
             }
             for row in pick.tolist()
         ]
-        # One message per batch: a send costs tens of microseconds, a row's JSON far less.
-        doc = {"model_version": sb.model_version, "rows": rows}
-        futures = [producer.send(self.topic, value=orjson.dumps(doc))]
+        # One message per batch (a send costs tens of microseconds, a row's JSON far less),
+        # split where it would pass the producer's max_request_size: a failed send would
+        # stop the batch's commit, and the same batch would fail again on every retry.
+        limit = usable_bytes(
+            getattr(producer, "config", {}).get("max_request_size", DEFAULT_MAX_MESSAGE_BYTES)
+        )
+        futures = [
+            producer.send(self.topic, value=value)
+            for value in _split_rows(sb.model_version, rows, limit, self.metrics)
+        ]
         n_alerted = int(alerted[pick].sum())
         if n_alerted:
             self.metrics.samples.labels("true").inc(n_alerted)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.events import preview
 from detector.features.spec import FeatureSpec
 from detector.features.temporal import derived_names
 from detector.settings import FeatureSettings
@@ -76,10 +77,13 @@ class FeatureEncoder:
                 values = fast[:, j]
             else:
                 column = [row.get(name) for row in rows]
+                plain: np.ndarray | None = None
                 if set(map(type, column)) <= _NUMBER_TYPES:  # all plain numbers
-                    values = np.asarray(column, dtype=np.float64)
-                else:
-                    values = self._numeric_slow(name, column, errors)
+                    try:
+                        plain = np.asarray(column, dtype=np.float64)
+                    except OverflowError:  # an int past float range: found by the slow path
+                        plain = None
+                values = plain if plain is not None else self._numeric_slow(name, column, errors)
                 matrix[:, j] = values
             missing[:, j] = np.isnan(values)
             for i in np.flatnonzero(np.isinf(values)):
@@ -109,7 +113,7 @@ class FeatureEncoder:
                     continue
                 if isinstance(value, bool) or not isinstance(value, str | int):
                     errors.setdefault(
-                        r, ("bad_value", f"{name} = {value!r}: expected a category (string)")
+                        r, ("bad_value", f"{name} = {preview(value)}: expected a category (string)")
                     )
                     continue
                 hit = lookup.get(str(value))
@@ -133,7 +137,7 @@ class FeatureEncoder:
         assert get is not None
         try:
             block = np.array([get(row) for row in rows])
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # absent keys, ragged or deeply nested values: the slow path names them
             return None
         if block.dtype.kind not in "fi":
             return None
@@ -148,10 +152,13 @@ class FeatureEncoder:
             if v is None or v == "":
                 values[i] = math.nan
             elif isinstance(v, int | float):  # bool is an int: a 0/1 flag is a fine feature
-                values[i] = float(v)
+                try:
+                    values[i] = float(v)
+                except OverflowError:  # an int past 1.8e308: the infinity check refuses it
+                    values[i] = math.inf
             else:
                 values[i] = math.nan
-                errors.setdefault(i, ("bad_value", f"{name} = {v!r}: expected a number"))
+                errors.setdefault(i, ("bad_value", f"{name} = {preview(v)}: expected a number"))
         return values
 
     def _apply_missing_policy(

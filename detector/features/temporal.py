@@ -41,6 +41,7 @@ class TemporalState:
         self.max_entities = max_entities
         self._state: OrderedDict[str, dict[str, deque[float]]] = OrderedDict()
         self.warmup_rows = 0
+        self.evictions = 0  # entities forgotten to stay within max_entities (they warm up again)
 
     def __len__(self) -> int:
         return len(self._state)
@@ -59,6 +60,23 @@ class TemporalState:
             out.append({**row, **derived})
         return out
 
+    def augment_checked(
+        self, entities: Sequence[str | None], rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        """``augment``, with an exception confined to its row: (rows, row -> what failed).
+
+        A failed row comes back unchanged, for the caller to dead-letter.
+        """
+        out: list[dict[str, Any]] = []
+        failed: dict[int, str] = {}
+        for i, (entity, row) in enumerate(zip(entities, rows, strict=True)):
+            try:
+                out.append({**row, **self._step(entity, row)})
+            except Exception as exc:
+                failed[i] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                out.append(dict(row))
+        return out, failed
+
     def _step(self, entity: str | None, row: Mapping[str, Any]) -> dict[str, Any]:
         derived: dict[str, Any] = {}
         key = entity if entity is not None else ""
@@ -67,7 +85,8 @@ class TemporalState:
             state = {f: deque(maxlen=n) for f, n in self.windows.items()}
             self._state[key] = state
             if len(self._state) > self.max_entities:
-                self._state.popitem(last=False)
+                self._state.popitem(last=False)  # O(1): the least recently seen entity
+                self.evictions += 1
         else:
             self._state.move_to_end(key)
         warming = False

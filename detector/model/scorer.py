@@ -108,8 +108,21 @@ class Scorer:
         ll = np.full(n, np.nan)
         pct = np.full(n, np.nan)
         thr = np.full((n, n_levels), np.nan)
-        valid = batch.valid
+        errors = batch.errors
         x = self._scale(batch.matrix)  # NaN (missing) passes through
+        overflow = np.isinf(x).any(axis=1)
+        if overflow.any():
+            # A finite reading that is infinite once standardized (-1e308 over a scale below
+            # 1): no density exists for it and sklearn would refuse the whole batch.
+            errors = dict(errors)
+            for i in np.flatnonzero(overflow):
+                j = int(np.flatnonzero(np.isinf(x[i]))[0])
+                errors.setdefault(
+                    int(i), ("bad_value", self._overflow_message(batch.matrix, int(i), j))
+                )
+        valid = np.ones(n, dtype=bool)
+        if errors:
+            valid[list(errors)] = False
         gaps = np.isnan(x)
         if self.impute:
             x[gaps] = 0.0  # the training mean, in standardized units
@@ -152,7 +165,7 @@ class Scorer:
             severity=severity,
             threshold=crossed,
             severity_names=self.thresholds.names,
-            errors=batch.errors,
+            errors=errors,
             unknown_categories=batch.unknown_categories,
             feature_missing=batch.feature_missing,
             encoded=batch.matrix,
@@ -167,10 +180,18 @@ class Scorer:
         result = self.score_encoded(batch, rows)
         x = self._scale(batch.matrix)
         gaps = np.isnan(x)
-        self._explain(result, np.flatnonzero(batch.valid), x, gaps, batch.matrix, rows)
+        scored = np.flatnonzero(np.isfinite(result.log_likelihood))  # rows overflowing are not
+        self._explain(result, scored, x, gaps, batch.matrix, rows)
         return result
 
     # -- internals -----------------------------------------------------------------------
+    def _overflow_message(self, matrix: np.ndarray, i: int, column: int) -> str:
+        name = self._features[self.spec.column_feature[column]]
+        return (
+            f"{name} = {matrix[i, column]:.6g}: overflows once standardized "
+            f"(scale {self._scale_by[column]:.3g}); not a value this model can score"
+        )
+
     def _scale(self, matrix: np.ndarray) -> np.ndarray:
         """The persisted StandardScaler's transform, row-wise tolerant.
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from detector.events import format_time_ms
+from detector.events import format_time_ms, format_time_ms_or_none
 from detector.model.scorer import ScoreResult
 
 # A fixed namespace: alert ids stay stable across versions and replicas.
@@ -28,6 +29,12 @@ SOURCE_TOPIC_HEADER = "detector.source.topic"
 SOURCE_PARTITION_HEADER = "detector.source.partition"
 SOURCE_OFFSET_HEADER = "detector.source.offset"
 SOURCE_TIMESTAMP_HEADER = "detector.source.timestamp_ms"
+# Only on a dead letter cut to fit the producer's max_request_size (see detector.pipeline).
+TRUNCATED_HEADER = "detector.truncated"  # what was cut: "value" or "key,value"
+ORIGINAL_SIZE_HEADER = "detector.original.size"  # the value's size in bytes, before the cut
+ORIGINAL_SHA256_HEADER = "detector.original.sha256"  # hex sha256 of the whole original value
+ORIGINAL_KEY_SIZE_HEADER = "detector.original.key_size"  # only when the key was cut too
+ORIGINAL_KEY_SHA256_HEADER = "detector.original.key_sha256"
 
 
 def alert_id(topic: str, partition: int, offset: int) -> str:
@@ -64,7 +71,8 @@ def build_alert(
         "schema_version": SCHEMA_VERSION,
         "alert_id": alert_id(source.topic, source.partition, source.offset),
         "entity": entity,
-        "event_time": format_time_ms(event_ms) if event_ms is not None else None,
+        # A producer may stamp any int64 on a record: one no datetime holds is rendered null.
+        "event_time": format_time_ms_or_none(event_ms),
         "detected_at": format_time_ms(detected),
         "severity": result.severity_name(i),
         "log_likelihood": ll,
@@ -110,14 +118,21 @@ def dead_letter_headers(source: Source, reason: str, message: str) -> list[tuple
 class Cooldown:
     """Per-entity alert cooldown: repeats of the same or lower severity are counted, not sent.
 
-    Times are event times (ms), so a replay after a crash makes the same decisions.
+    Times are event times (ms), so a replay after a crash makes the same decisions. At most
+    ``max_entities`` are remembered, least recently alerted evicted first, in O(1) per
+    alert: an evicted entity's next alert is sent even inside its cooldown (a duplicate at
+    worst, never a lost alert), and ``evictions`` counts how often that could happen.
     """
 
     def __init__(self, cooldown_s: float, max_entities: int = 100_000) -> None:
         self.window_ms = cooldown_s * 1000.0
         self.max_entities = max_entities
-        self._last: dict[str, tuple[float, int]] = {}  # entity -> (time sent, severity)
-        self._held: dict[str, int] = {}
+        # entity -> [time sent, severity, alerts held since]; order = least recent first.
+        self._last: OrderedDict[str, list[float]] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
 
     @property
     def enabled(self) -> bool:
@@ -128,15 +143,16 @@ class Cooldown:
         if not self.enabled or entity is None:
             return True, 0
         last = self._last.get(entity)
-        if last is not None and time_ms - last[0] < self.window_ms and severity <= last[1]:
-            self._held[entity] = self._held.get(entity, 0) + 1
-            return False, 0
-        self._last[entity] = (time_ms, severity)
+        if last is not None:
+            self._last.move_to_end(entity)
+            if time_ms - last[0] < self.window_ms and severity <= last[1]:
+                last[2] += 1
+                return False, 0
+            held = int(last[2])
+            last[0], last[1], last[2] = time_ms, severity, 0
+            return True, held
+        self._last[entity] = [time_ms, severity, 0]
         if len(self._last) > self.max_entities:
-            self._evict(time_ms)
-        return True, self._held.pop(entity, 0)
-
-    def _evict(self, now_ms: float) -> None:
-        # Entities whose cooldown has expired carry no state worth keeping.
-        for entity in [e for e, (t, _) in self._last.items() if now_ms - t >= self.window_ms]:
-            self._last.pop(entity, None)
+            self._last.popitem(last=False)
+            self.evictions += 1
+        return True, 0

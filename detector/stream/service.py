@@ -23,11 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from threadpoolctl import threadpool_limits
@@ -45,9 +44,10 @@ from detector.health import HealthState
 from detector.logs import describe_error, last_connection_failure
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer, ScoreResult
+from detector.pipeline import BatchOutcome, PipelineState, ScoredBatch, process
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings
-from detector.stream.alerts import Cooldown, Source, build_alert, dead_letter_headers
+from detector.stream.alerts import Cooldown
 from detector.stream.clients import make_producer
 from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
 from detector.stream.memory import (
@@ -95,23 +95,6 @@ class Pending:
         for f in self.futures:
             if f.failed():
                 raise DeliveryError(f"a send of the batch was not acknowledged: {f.exception!r}")
-
-
-@dataclass
-class ScoredBatch:
-    """What one batch became; handed to observers (drift window, demo, benchmarks)."""
-
-    batch: RecordBatch
-    scored_index: list[int]  # positions in ``batch`` of rows that were scored
-    entities: list[str | None]
-    event_times_ms: list[int]
-    values: list[dict[str, Any]]
-    result: ScoreResult
-    model_version: str
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    dead_letters: list[tuple[int, str, str]] = field(
-        default_factory=list
-    )  # (record pos, reason, msg)
 
 
 BatchObserver = Callable[[ScoredBatch, KafkaProducer], list[Any]]
@@ -365,19 +348,19 @@ class DetectorService:
         self.consumed += n
         self.metrics.consumed.inc(n)
         self.metrics.batch_size.observe(n)
-        with self._stage("parse"):
-            scored_batch = self._parse(batch)
-        if self.temporal is not None:
-            with self._stage("temporal"):
-                before = self.temporal.warmup_rows
-                scored_batch.values = self.temporal.augment(
-                    scored_batch.entities, scored_batch.values
-                )
-                self.metrics.temporal_warmup.inc(self.temporal.warmup_rows - before)
-        with self._stage("score"):
-            scored_batch.result = self.scorer.score(scored_batch.values)
+        # Parse, temporal features, score, build alerts and dead letters: no Kafka in there,
+        # and nothing a record holds can make it raise (detector.pipeline).
+        state = PipelineState(self.parser, self.cooldown, self.temporal)
+        outcome = process(
+            batch,
+            self.scorer,
+            state,
+            max_request_size=int(self._producer.config.get("max_request_size", 1_048_576)),
+            stage=self._stage,
+        )
         with self._stage("publish"):
-            futures = self._publish(scored_batch)
+            futures = self._publish(outcome)
+        scored_batch = outcome.scored
         with self._stage("observe"):
             for observer in self.observers:
                 try:
@@ -391,99 +374,48 @@ class DetectorService:
             log.debug(
                 "batch of %d: %d scored, %d alerts, %d dead letters, %d sends in flight",
                 n,
-                n - len(scored_batch.dead_letters),
-                len(scored_batch.alerts),
-                len(scored_batch.dead_letters),
+                outcome.n_scored,
+                len(outcome.alerts),
+                len(outcome.dead_letters),
                 sum(len(p.futures) for p in self._pending),
             )
         if len(self._pending) > MAX_PENDING_BATCHES:
             self._wait_oldest()
 
-    def _parse(self, batch: RecordBatch) -> ScoredBatch:
-        parsed = self.parser.parse_batch(batch.values)
-        times: list[int] = parsed.event_times_ms  # type: ignore[assignment]
-        if None in times:  # events without a time take the record's timestamp
-            times = [
-                t if t is not None else ts
-                for t, ts in zip(parsed.event_times_ms, batch.timestamps_ms, strict=True)
-            ]
-        assert self.scorer is not None
-        if not parsed.errors:  # the common case: every record is an event
-            index = list(range(len(batch)))
-            return ScoredBatch(
-                batch, index, parsed.entities, times, parsed.values, _EMPTY, self.scorer.version
-            )
-        index = [i for i in range(len(batch)) if i not in parsed.errors]
-        dead = [(pos, reason, message) for pos, (reason, message) in parsed.errors.items()]
-        return ScoredBatch(
-            batch,
-            index,
-            [parsed.entities[i] for i in index],
-            [times[i] for i in index],
-            [parsed.values[i] for i in index],
-            _EMPTY,
-            self.scorer.version,
-            dead_letters=dead,
-        )
-
-    def _publish(self, sb: ScoredBatch) -> list[Any]:
-        assert self._producer is not None and self.scorer is not None
+    def _publish(self, outcome: BatchOutcome) -> list[Any]:
+        """Send the batch's dead letters and alerts; count what every record became."""
+        assert self._producer is not None
         cfg = self.settings.kafka
-        result = sb.result
+        m = self.metrics
+        send = self._producer.send
         futures: list[Any] = []
-        # Rows the scorer refused (a string where a number belongs...) are dead letters too.
-        for row, (reason, message) in result.errors.items():
-            sb.dead_letters.append((sb.scored_index[row], reason, message))
-        batch = sb.batch
-        for pos, reason, message in sb.dead_letters:
+        for d in outcome.dead_letters:
+            out = d.out
             futures.append(
-                self._producer.send(
-                    cfg.dead_letter_topic,
-                    value=batch.values[pos],
-                    key=batch.keys[pos],
-                    headers=dead_letter_headers(_source(batch, pos), reason, message),
-                )
+                send(cfg.dead_letter_topic, value=out.value, key=out.key, headers=out.headers)
             )
-            self.metrics.dead_letters.labels(reason).inc()
-        n_dead = len(sb.dead_letters)
-        self.metrics.events.labels("dead_lettered").inc(n_dead)
-        self.metrics.events.labels("scored").inc(len(batch) - n_dead)
+            m.dead_letters.labels(d.reason.value).inc()
+            if d.truncated:
+                m.dead_letters_truncated.inc()
+        m.events.labels("dead_lettered").inc(len(outcome.dead_letters))
+        m.events.labels("scored").inc(outcome.n_scored)
+        for stage in outcome.retried:
+            m.batch_retries.labels(stage).inc()
+        if outcome.temporal_warmup_rows:
+            m.temporal_warmup.inc(outcome.temporal_warmup_rows)
+        if outcome.suppressed:
+            m.alerts_suppressed.inc(outcome.suppressed)
+        for state, n in outcome.evictions.items():
+            if n:
+                m.state_evictions.labels(state).inc(n)
 
+        result = outcome.scored.result
         valid = np.isfinite(result.log_likelihood)
         if valid.any():
             self._observe_scores(result, valid)
-        detected_ms = time.time() * 1000.0
-        names = self.scorer.spec.features
-        for row in result.alerting:
-            row = int(row)
-            entity, event_ms = sb.entities[row], sb.event_times_ms[row]
-            send, suppressed = self.cooldown.admit(entity, int(result.severity[row]), event_ms)
-            if not send:
-                self.metrics.alerts_suppressed.inc()
-                continue
-            pos = sb.scored_index[row]
-            alert = build_alert(
-                result,
-                row,
-                source=_source(batch, pos),
-                entity=entity,
-                event_time_ms=event_ms,
-                model_version=sb.model_version,
-                feature_names=names,
-                missing=result.feature_missing[row],
-                detected_ms=detected_ms,
-                suppressed_count=suppressed,
-            )
-            sb.alerts.append(alert)
-            key = entity.encode() if entity is not None else batch.keys[pos]
-            futures.append(
-                self._producer.send(
-                    cfg.alerts_topic,
-                    value=orjson.dumps(alert, option=orjson.OPT_SERIALIZE_NUMPY),
-                    key=key,
-                )
-            )
-            self.metrics.alerts.labels(alert["severity"]).inc()
+        for a in outcome.alerts:
+            futures.append(send(cfg.alerts_topic, value=a.out.value, key=a.out.key))
+            m.alerts.labels(a.severity).inc()
         return futures
 
     def _observe_scores(self, result: ScoreResult, valid: np.ndarray) -> None:
@@ -667,22 +599,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, ModelIntegrityError | RegistryError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _source(batch: RecordBatch, pos: int) -> Source:
-    return Source(
-        batch.topics[pos], batch.partitions[pos], batch.offsets[pos], batch.timestamps_ms[pos]
-    )
-
-
-_EMPTY = ScoreResult(
-    log_likelihood=np.empty(0),
-    percentile=np.empty(0),
-    severity=np.empty(0, dtype=np.int8),
-    threshold=np.empty(0),
-    severity_names=(),
-    errors={},
-    unknown_categories=np.empty(0, dtype=np.int64),
-    feature_missing=np.empty((0, 0), dtype=bool),
-    encoded=np.empty((0, 0)),
-)

@@ -52,6 +52,18 @@ def test_state_stays_bounded_with_many_entities_and_warms_up_again() -> None:
     assert out[-1]["x__mean5"] == 3.0 and out[-1]["x__diff"] == 1.0
 
 
+def test_state_stays_within_its_bound_under_a_flood_of_a_million_entities() -> None:
+    # Given temporal state that keeps at most 1,000 entities
+    state = TemporalState({"x": 3}, max_entities=1_000)
+    # When 1,000,000 distinct entities each send one event, in batches of 1,000
+    for start in range(0, 1_000_000, 1_000):
+        ids = [f"e{i}" for i in range(start, start + 1_000)]
+        state.augment(ids, [{"x": 1.0}] * 1_000)
+    # Then it holds exactly its bound and counts every entity it had to forget
+    assert len(state) == 1_000
+    assert state.evictions == 1_000_000 - 1_000
+
+
 def fleet_table(x: np.ndarray, start: int) -> tuple[list[dict], list[str], list[int]]:
     rows, ents, times = [], [], []
     for s in range(x.shape[0]):

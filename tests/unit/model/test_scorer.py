@@ -139,3 +139,19 @@ def test_bad_values_are_row_errors_and_huge_values_are_critical(small_bundle) ->
 def test_an_empty_batch_scores_to_empty_results(small_bundle) -> None:
     result = Scorer(small_bundle).score([])
     assert result.log_likelihood.shape == (0,) and not result.errors
+
+
+def test_a_reading_that_overflows_once_standardized_is_a_row_error_not_a_batch_failure() -> None:
+    # Given a model of features with standard deviations below 1, and a batch where one
+    # row's reading is finite but infinite once standardized
+    scorer = Scorer(train(as_rows(mixture_sample(3_000, seed=5) * 0.05), small_settings()))
+    rows = as_rows(mixture_sample(4, seed=31) * 0.05)
+    rows[1]["b"] = -1e308
+    # When the batch is scored (and explained, as reports do)
+    result = scorer.score(rows)
+    explained = scorer.explain(rows)
+    # Then only that row is refused, as bad_value naming the feature; the others score
+    assert set(result.errors) == {1} and result.errors[1][0] == "bad_value"
+    assert result.errors[1][1].startswith("b = ")
+    assert np.isfinite(result.log_likelihood[[0, 2, 3]]).all()
+    assert set(explained.top_features) == {0, 2, 3}

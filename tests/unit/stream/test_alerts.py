@@ -62,3 +62,28 @@ def test_cooldown_counts_repeats_and_reports_them_on_the_next_alert() -> None:
     assert cd.admit("p1", 2, 30_000) == (True, 2)  # more severe: sent, carrying the 2 held
     assert cd.admit("p1", 1, 100_000) == (True, 0)  # cooldown over
     assert Cooldown(0).admit("p1", 1, 0) == (True, 0) and Cooldown(0).enabled is False
+
+
+def test_cooldown_stays_within_its_bound_under_a_flood_of_a_million_entities() -> None:
+    # Given a cooldown of an hour that remembers at most 100,000 entities
+    cd = Cooldown(cooldown_s=3600, max_entities=100_000)
+    # When 1,000,000 distinct entities alert inside the cooldown
+    for i in range(1_000_000):
+        cd.admit(f"e{i}", 1, float(i))
+    # Then it holds exactly its bound, and every entity past it was counted as evicted
+    assert len(cd) == 100_000
+    assert cd.evictions == 1_000_000 - 100_000
+
+
+def test_cooldown_evicts_the_least_recently_alerted_entity() -> None:
+    # Given a cooldown holding two entities, the first one active again since
+    cd = Cooldown(cooldown_s=60, max_entities=2)
+    cd.admit("old", 1, 0)
+    cd.admit("busy", 1, 1)
+    assert cd.admit("old", 1, 2) == (False, 0)  # held: "old" is now the most recent
+    # When a third entity alerts
+    cd.admit("new", 1, 3)
+    # Then "busy" was forgotten (its next alert is sent), "old" is still cooling down
+    assert cd.evictions == 1
+    assert cd.admit("old", 1, 4) == (False, 0)
+    assert cd.admit("busy", 1, 5) == (True, 0)
