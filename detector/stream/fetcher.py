@@ -29,14 +29,17 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 from detector.errors import DetectorError
@@ -53,12 +56,19 @@ log = logging.getLogger(__name__)
 # How long the child's poll waits when the topic is idle: also how late a commit or a stop
 # from the service is read then. Under load polls return at once.
 CHILD_POLL_TIMEOUT_MS = 100
-# How often the child reports consumer lag (the service's gauge reads the latest).
-CHILD_LAG_INTERVAL_S = 1.0
+# How often the child reports lag and broker reachability (the service reads the latest).
+CHILD_STATUS_INTERVAL_S = 1.0
 # The batch pipe's kernel buffer: four ~230 kB batches fit, so a send is one write.
 PIPE_BYTES = 1 << 20
 # Waiting for the fetch process to leave its group and exit, at most.
 CHILD_EXIT_TIMEOUT_S = 15.0
+# A partition whose records cannot be decoded is paused this long between attempts: a
+# retry per poll would spin on the same bytes, and a restart of the fetch process would
+# only meet them again.
+UNDECODABLE_RETRY_S = 30.0
+# While the service drains and commits during a revocation, the rebalance listener looks
+# at the pipe this often; in between, kafka-python's IO loop keeps heartbeating.
+REVOKE_POLL_S = 0.005
 
 
 class FetcherError(DetectorError):
@@ -105,6 +115,24 @@ class RecordBatch:
         return batch if batch.values else None
 
 
+@dataclass(slots=True)
+class FetchStatus:
+    """What the consumer knows about its side, for /readyz and the lag gauge.
+
+    ``broker_problem`` is None while the group coordinator is known and answered within
+    the session timeout; ``held`` names the partitions paused on undecodable records.
+    """
+
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+    broker_problem: str | None = "not connected yet"
+    held: dict[TopicPartition, str] = field(default_factory=dict)
+
+
+# The outcome of one asynchronous commit: its ticket (from ``Fetcher.commit``) and None
+# when the broker confirmed it, else the error text.
+CommitResult = tuple[int, str | None]
+
+
 class RebalanceHandler(Protocol):
     """What the service does when partitions move (see ``DetectorService``)."""
 
@@ -116,9 +144,14 @@ class RebalanceHandler(Protocol):
 class Fetcher(Protocol):
     def poll(self, timeout_ms: int) -> RecordBatch | None: ...
 
-    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None: ...
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
+        """Commit ``offsets``; sync raises on failure, async returns a ticket whose
+        outcome ``commit_results()`` reports later."""
+        ...
 
-    def lag(self) -> dict[TopicPartition, int]: ...
+    def commit_results(self) -> list[CommitResult]: ...
+
+    def status(self) -> FetchStatus: ...
 
     def close(self) -> None: ...
 
@@ -131,15 +164,41 @@ def open_fetcher(settings: Settings, handler: RebalanceHandler) -> Fetcher:
 
 
 # -- in this process ----------------------------------------------------------------------
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, handler: RebalanceHandler) -> None:
+class _Listener(AsyncConsumerRebalanceListener):
+    """kafka-python 3 calls rebalance listeners on its IO thread, where a blocking call
+    (``consumer.commit()``) fails with "Cannot block on net.run() from the IO thread".
+    So the listener is async: a sync commit asked for during a revocation is awaited here,
+    and a handler with ``on_revoked_async`` (the fetch process) awaits its own work while
+    the IO loop keeps heartbeating."""
+
+    def __init__(self, fetcher: ConsumerFetcher, handler: RebalanceHandler) -> None:
+        self.fetcher = fetcher
         self.handler = handler
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.handler.on_revoked(sorted(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        partitions = sorted(revoked)
+        hook: Callable[[list[TopicPartition]], Awaitable[None]] | None = getattr(
+            self.handler, "on_revoked_async", None
+        )
+        if hook is not None:
+            await hook(partitions)
+            return
+        self.fetcher._deferred = {}
+        try:
+            self.handler.on_revoked(partitions)  # its sync commit lands in _deferred
+        finally:
+            deferred, self.fetcher._deferred = self.fetcher._deferred, None
+        if deferred:
+            await self.fetcher.commit_in_listener(deferred)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.fetcher.held.clear()  # pauses do not survive a rebalance
         self.handler.on_assigned(sorted(assigned))
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # Evicted: the partitions are someone else's already, committing would be refused.
+        # The handler is told as for a revocation (it drains; its commit fails or no-ops).
+        await self.on_partitions_revoked(lost)
 
 
 class ConsumerFetcher:
@@ -148,23 +207,142 @@ class ConsumerFetcher:
     def __init__(self, cfg: KafkaSettings, handler: RebalanceHandler) -> None:
         self.cfg = cfg
         self.consumer: KafkaConsumer = make_consumer(cfg)
+        self.held: dict[TopicPartition, str] = {}  # paused on undecodable records: why
+        self._held_until: dict[TopicPartition, float] = {}
+        self._deferred: dict[TopicPartition, int] | None = None  # sync commit inside a revocation
+        self._tickets = 0
+        self._results: deque[CommitResult] = deque()  # appended on kafka-python's IO thread
         try:
-            self.consumer.subscribe([cfg.input_topic], listener=_Listener(handler))
+            self.consumer.subscribe([cfg.input_topic], listener=_Listener(self, handler))
         except Exception:
             self.consumer.close(autocommit=False)
             raise
 
     def poll(self, timeout_ms: int) -> RecordBatch | None:
+        self._resume_held()
         started = time.perf_counter()
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        try:
+            polled = self.consumer.poll(
+                timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records
+            )
+        except (UnsupportedCodecError, CorruptRecordError) as exc:
+            self._hold_undecodable(exc)
+            return None
+        except KafkaError:
+            raise  # the session's business: broker, group, authorization
+        except Exception as exc:  # a codec library's own error (lz4, zstd, snappy)
+            if not self._hold_undecodable(exc):
+                raise
+            return None
+        if self.held:
+            for tp in polled:
+                if self.held.pop(tp, None) is not None:
+                    log.info(
+                        "%s-%d: records decode again; partition resumed", tp.topic, tp.partition
+                    )
         return RecordBatch.from_poll(polled, time.perf_counter() - started)
 
-    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
+    def _hold_undecodable(self, exc: Exception) -> bool:
+        """Pause the partition whose records failed to decode; False if none is known.
+
+        The records are neither skipped nor dead-lettered: their bytes cannot be read, so
+        there is nothing to publish, and skipping would lose them silently. The partition
+        stays at that offset (retried every ``UNDECODABLE_RETRY_S``; /readyz says which)
+        while the others keep flowing, and the fetch process is not restarted for it.
+        """
+        # kafka-python keeps the failing partition's records as the next in line; this is
+        # the only place that names the partition of an UnsupportedCodecError.
+        part = getattr(getattr(self.consumer, "_fetcher", None), "_next_partition_records", None)
+        tp = getattr(part, "topic_partition", None)
+        if not isinstance(tp, TopicPartition):
+            return False
+        offset = getattr(part, "fetch_offset", None)
+        why = f"records from offset {offset} cannot be decoded: {type(exc).__name__}: {exc}"
+        if tp not in self.held:
+            log.error(
+                "%s-%d: %s; partition paused, retried every %.0f s (install the codec "
+                "library if one is missing)",
+                tp.topic,
+                tp.partition,
+                why,
+                UNDECODABLE_RETRY_S,
+            )
+        self.held[tp] = why
+        self._held_until[tp] = time.monotonic() + UNDECODABLE_RETRY_S
+        with contextlib.suppress(Exception):
+            self.consumer._fetcher._next_partition_records = None  # drop the broken iterator
+        with contextlib.suppress(KafkaError, AssertionError):
+            self.consumer.pause(tp)
+        return True
+
+    def _resume_held(self) -> None:
+        if not self._held_until:
+            return
+        now = time.monotonic()
+        due = [tp for tp, until in self._held_until.items() if until <= now]
+        for tp in due:
+            del self._held_until[tp]  # stays in ``held`` until records of it decode again
+            with contextlib.suppress(KafkaError, AssertionError):
+                self.consumer.resume(tp)
+
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
         meta = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        if sync:
+        self._tickets += 1
+        ticket = self._tickets
+        if sync and self._deferred is not None:
+            # Inside a revocation, on the IO thread: the listener awaits it when the
+            # handler returns, before the partitions move.
+            self._deferred.update(offsets)
+        elif sync:
             self.consumer.commit(meta)
         else:
-            self.consumer.commit_async(meta, callback=_on_commit)
+            self.consumer.commit_async(meta, callback=self._on_commit(ticket))
+        return ticket
+
+    def _on_commit(self, ticket: int) -> Callable[[Any, Any], None]:
+        def done(offsets: Any, response: Any) -> None:
+            if isinstance(response, Exception):
+                # Reported, not retried here: the service merges the offsets back into
+                # its next commit (a lost commit alone would only mean redelivery).
+                log.warning("offset commit failed: %s", response)
+                self._results.append((ticket, f"{type(response).__name__}: {response}"))
+            else:
+                self._results.append((ticket, None))
+
+        return done
+
+    def commit_results(self) -> list[CommitResult]:
+        out: list[CommitResult] = []
+        while self._results:
+            out.append(self._results.popleft())
+        return out
+
+    async def commit_in_listener(self, offsets: dict[TopicPartition, int]) -> None:
+        """A synchronous commit from inside a rebalance listener (on the IO thread)."""
+        meta = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        coordinator = self.consumer._coordinator
+        await coordinator._commit_offsets_sync_async(meta, self.cfg.request_timeout_ms)
+
+    async def sleep(self, seconds: float) -> None:
+        """Yield kafka-python's IO loop (heartbeats, fetches) from inside a listener."""
+        await self.consumer._net.sleep(seconds)
+
+    def status(self) -> FetchStatus:
+        return FetchStatus(self.lag(), self.broker_problem(), dict(self.held))
+
+    def broker_problem(self) -> str | None:
+        """None while the group coordinator is known and has answered within the session
+        timeout; else what is wrong. Reads kafka-python's state, sends nothing."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None:
+            return None
+        if coordinator.coordinator_id is None:
+            return "no group coordinator reachable"
+        heartbeat = coordinator.heartbeat
+        if coordinator.stable() and heartbeat.session_timeout_expired():
+            age_s = time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset)
+            return f"no heartbeat answer from the group coordinator for {age_s:.0f} s"
+        return None
 
     def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: high watermark - position, from cached fetch responses.
@@ -189,16 +367,11 @@ class ConsumerFetcher:
         self.consumer.close(autocommit=False)
 
 
-def _on_commit(offsets: Any, response: Any) -> None:
-    if isinstance(response, Exception):
-        # A lost async commit only means redelivery after a crash; the next one covers it.
-        log.warning("offset commit failed: %s", response)
-
-
 # -- in a child process -------------------------------------------------------------------
 # Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, assigned,
-# lag, committed (reply to a sync commit: None or the error text), error. Service -> child:
-# settings (first), commit ((offsets, sync)), resume (after a revocation), stop.
+# status (a FetchStatus, once a second), committed (reply to a sync commit: None or the
+# error text), commit_result (an async commit's CommitResult), error. Service -> child:
+# settings (first), commit ((offsets, sync, ticket)), resume (after a revocation), stop.
 def _write(conn: Connection, kind: str, payload: Any) -> None:
     conn.send_bytes(pickle.dumps((kind, payload), protocol=5))
 
@@ -213,7 +386,9 @@ class ProcessFetcher:
 
     def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
         self.handler = handler
-        self._lag: dict[TopicPartition, int] = {}
+        self._status = FetchStatus()
+        self._results: list[CommitResult] = []
+        self._tickets = 0
         self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
         self._commit_timeout_s = settings.kafka.request_timeout_ms / 1000.0 + 5.0
         to_child_r, to_child_w = os.pipe()
@@ -267,10 +442,12 @@ class ProcessFetcher:
             if remaining <= 0:
                 return None
 
-    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
-        self._send("commit", (offsets, sync))
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
+        self._tickets += 1
+        ticket = self._tickets
+        self._send("commit", (offsets, sync, ticket))
         if not sync:
-            return
+            return ticket
         deadline = time.monotonic() + self._commit_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -283,16 +460,20 @@ class ProcessFetcher:
             if kind == "committed":
                 if payload is not None:
                     raise FetcherError(f"offset commit failed: {payload}")
-                return
-            if kind == "lag":
-                self._lag = payload
+                return ticket
+            if kind in ("status", "commit_result"):
+                self._handle(kind, payload)
             else:
                 # A batch, or a revocation that came after batches not yet handled:
                 # keep the order, so a revocation commits everything before it.
                 self._early.append((kind, payload))
 
-    def lag(self) -> dict[TopicPartition, int]:
-        return self._lag
+    def commit_results(self) -> list[CommitResult]:
+        out, self._results = self._results, []
+        return out
+
+    def status(self) -> FetchStatus:
+        return self._status
 
     def close(self) -> None:
         with contextlib.suppress(FetcherError):
@@ -326,8 +507,10 @@ class ProcessFetcher:
                 self._send("resume", None)  # the child waits in its rebalance callback
         elif kind == "assigned":
             self.handler.on_assigned(payload)
-        elif kind == "lag":
-            self._lag = payload
+        elif kind == "status":
+            self._status = payload
+        elif kind == "commit_result":
+            self._results.append(payload)
         elif kind == "error":
             raise FetcherError(f"fetch process: {payload}")
         else:
@@ -360,20 +543,27 @@ class _Child:
     fetcher: ConsumerFetcher | None = None
     stopping: bool = False
     service_gone: bool = False
+    # Sends come from the main thread and from rebalance listeners on kafka-python's IO
+    # thread; one pickled message must never interleave with another in the pipe.
+    _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Tickets of the service's async commits, by the fetcher's own tickets.
+    _tickets: dict[int, int] = field(default_factory=dict)
 
     def send(self, kind: str, payload: Any) -> None:
         try:
-            _write(self.to_service, kind, payload)
+            with self._send_lock:
+                _write(self.to_service, kind, payload)
         except OSError:
             self.service_gone = True
             raise
 
     def handle(self, kind: str, payload: Any) -> None:
+        """A message from the service, outside a revocation (sync commits block here)."""
         if kind == "commit":
-            offsets, sync = payload
+            offsets, sync, ticket = payload
             assert self.fetcher is not None
             if not sync:
-                self.fetcher.commit(offsets, sync=False)
+                self._tickets[self.fetcher.commit(offsets, sync=False)] = ticket
                 return
             try:
                 self.fetcher.commit(offsets, sync=True)
@@ -388,30 +578,60 @@ class _Child:
         while not self.stopping and self.from_service.poll(0):
             self.handle(*_read(self.from_service))
 
-    # RebalanceHandler: called inside consumer.poll()
+    def relay_commit_results(self) -> None:
+        assert self.fetcher is not None
+        for own, error in self.fetcher.commit_results():
+            ticket = self._tickets.pop(own, None)
+            if ticket is not None:
+                self.send("commit_result", (ticket, error))
+
+    # RebalanceHandler
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
-        # The service finishes every batch sent before this message, waits for their
-        # acknowledgements and sends the commit; only then may the partitions move.
+        raise AssertionError("the fetch process revokes in on_revoked_async")
+
+    async def on_revoked_async(self, partitions: list[TopicPartition]) -> None:
+        """Called by kafka-python on its IO thread when partitions are revoked.
+
+        The service finishes every batch sent before this message, waits for their
+        acknowledgements and sends the commit; only then may the partitions move. The
+        pipe is looked at every few ms and the IO loop runs in between: a blocking read
+        here would stop heartbeats, and a blocking commit raises on this thread.
+        """
         if self.service_gone or self.stopping:
             # Nothing more to commit: the service committed its finished work before
             # "stop", or it is gone; the next owner re-reads anything uncommitted.
             return
+        assert self.fetcher is not None
         self.send("revoked", partitions)
         timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
         deadline = time.monotonic() + timeout_s
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.from_service.poll(remaining):
+            if time.monotonic() > deadline:
                 log.warning("no answer from the service within %.0f s of a revocation", timeout_s)
                 return  # uncommitted work is redelivered to the new owner
             try:
+                if not self.from_service.poll(0):
+                    await self.fetcher.sleep(REVOKE_POLL_S)
+                    continue
                 kind, payload = _read(self.from_service)
             except (EOFError, OSError):
                 self.service_gone = True  # kafka-python swallows listener errors: remember
                 return
             if kind == "resume":
                 return
-            self.handle(kind, payload)
+            if kind == "commit" and payload[1]:
+                await self._commit_sync_in_listener(payload[0])
+            else:
+                self.handle(kind, payload)
+
+    async def _commit_sync_in_listener(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.fetcher is not None
+        try:
+            await self.fetcher.commit_in_listener(offsets)
+        except KafkaError as exc:
+            self.send("committed", f"{type(exc).__name__}: {exc}")
+        else:
+            self.send("committed", None)
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         if not self.service_gone:
@@ -422,7 +642,7 @@ class _Child:
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
         trim_heap = HeapTrimmer()
-        next_lag = 0.0
+        next_status = 0.0
         while True:
             self.drain_control()
             if self.stopping:
@@ -430,10 +650,11 @@ class _Child:
             batch = self.fetcher.poll(CHILD_POLL_TIMEOUT_MS)
             if batch is not None:
                 self.send("batch", batch)
+            self.relay_commit_results()
             now = time.monotonic()
-            if now >= next_lag:
-                self.send("lag", self.fetcher.lag())
-                next_lag = now + CHILD_LAG_INTERVAL_S
+            if now >= next_status:
+                self.send("status", self.fetcher.status())
+                next_status = now + CHILD_STATUS_INTERVAL_S
             trim_heap()
 
 
