@@ -138,6 +138,11 @@ class RebalanceHandler(Protocol):
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None: ...
 
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        """The group dropped this member (session expired, broker replaced): the
+        partitions are no longer ours, so nothing may be committed for them."""
+        ...
+
     def on_assigned(self, partitions: list[TopicPartition]) -> None: ...
 
 
@@ -168,7 +173,7 @@ class _Listener(AsyncConsumerRebalanceListener):
     """kafka-python 3 calls rebalance listeners on its IO thread, where a blocking call
     (``consumer.commit()``) fails with "Cannot block on net.run() from the IO thread".
     So the listener is async: a sync commit asked for during a revocation is awaited here,
-    and a handler with ``on_revoked_async`` (the fetch process) awaits its own work while
+    and a handler with ``hand_over_async`` (the fetch process) awaits its own work while
     the IO loop keeps heartbeating."""
 
     def __init__(self, fetcher: ConsumerFetcher, handler: RebalanceHandler) -> None:
@@ -177,11 +182,11 @@ class _Listener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         partitions = sorted(revoked)
-        hook: Callable[[list[TopicPartition]], Awaitable[None]] | None = getattr(
-            self.handler, "on_revoked_async", None
+        hook: Callable[[str, list[TopicPartition]], Awaitable[None]] | None = getattr(
+            self.handler, "hand_over_async", None
         )
         if hook is not None:
-            await hook(partitions)
+            await hook("revoked", partitions)
             return
         self.fetcher._deferred = {}
         try:
@@ -196,9 +201,18 @@ class _Listener(AsyncConsumerRebalanceListener):
         self.handler.on_assigned(sorted(assigned))
 
     async def on_partitions_lost(self, lost: Any) -> None:
-        # Evicted: the partitions are someone else's already, committing would be refused.
-        # The handler is told as for a revocation (it drains; its commit fails or no-ops).
-        await self.on_partitions_revoked(lost)
+        # Evicted (session expired, broker replaced): committing would be refused with
+        # CommitFailedError, so the handler drops its uncommitted work instead, and the
+        # consumer rejoins in the same session. Ending the session here instead left
+        # Tansu's group waiting on a leader that had left mid-sync.
+        partitions = sorted(lost)
+        hook: Callable[[str, list[TopicPartition]], Awaitable[None]] | None = getattr(
+            self.handler, "hand_over_async", None
+        )
+        if hook is not None:
+            await hook("lost", partitions)
+            return
+        self.handler.on_lost(partitions)
 
 
 class ConsumerFetcher:
@@ -212,6 +226,7 @@ class ConsumerFetcher:
         self._deferred: dict[TopicPartition, int] | None = None  # sync commit inside a revocation
         self._tickets = 0
         self._results: deque[CommitResult] = deque()  # appended on kafka-python's IO thread
+        self._commit_failing = False
         try:
             self.consumer.subscribe([cfg.input_topic], listener=_Listener(self, handler))
         except Exception:
@@ -304,9 +319,15 @@ class ConsumerFetcher:
             if isinstance(response, Exception):
                 # Reported, not retried here: the service merges the offsets back into
                 # its next commit (a lost commit alone would only mean redelivery).
-                log.warning("offset commit failed: %s", response)
+                # One warning per run of failures: the retries say the same.
+                level = logging.DEBUG if self._commit_failing else logging.WARNING
+                log.log(level, "offset commit failed: %s (retried with the next)", response)
+                self._commit_failing = True
                 self._results.append((ticket, f"{type(response).__name__}: {response}"))
             else:
+                if self._commit_failing:
+                    log.info("offset commits succeed again")
+                self._commit_failing = False
                 self._results.append((ticket, None))
 
         return done
@@ -368,7 +389,7 @@ class ConsumerFetcher:
 
 
 # -- in a child process -------------------------------------------------------------------
-# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, assigned,
+# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, lost, assigned,
 # status (a FetchStatus, once a second), committed (reply to a sync commit: None or the
 # error text), commit_result (an async commit's CommitResult), error. Service -> child:
 # settings (first), commit ((offsets, sync, ticket)), resume (after a revocation), stop.
@@ -500,9 +521,12 @@ class ProcessFetcher:
             self._from_child.close()
 
     def _handle(self, kind: str, payload: Any) -> None:
-        if kind == "revoked":
+        if kind in ("revoked", "lost"):
             try:
-                self.handler.on_revoked(payload)
+                if kind == "revoked":
+                    self.handler.on_revoked(payload)
+                else:
+                    self.handler.on_lost(payload)
             finally:
                 self._send("resume", None)  # the child waits in its rebalance callback
         elif kind == "assigned":
@@ -587,10 +611,13 @@ class _Child:
 
     # RebalanceHandler
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
-        raise AssertionError("the fetch process revokes in on_revoked_async")
+        raise AssertionError("the fetch process hands partitions over in hand_over_async")
 
-    async def on_revoked_async(self, partitions: list[TopicPartition]) -> None:
-        """Called by kafka-python on its IO thread when partitions are revoked.
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        raise AssertionError("the fetch process hands partitions over in hand_over_async")
+
+    async def hand_over_async(self, kind: str, partitions: list[TopicPartition]) -> None:
+        """Called by kafka-python on its IO thread when partitions are revoked or lost.
 
         The service finishes every batch sent before this message, waits for their
         acknowledgements and sends the commit; only then may the partitions move. The
@@ -602,7 +629,7 @@ class _Child:
             # "stop", or it is gone; the next owner re-reads anything uncommitted.
             return
         assert self.fetcher is not None
-        self.send("revoked", partitions)
+        self.send(kind, partitions)
         timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
         deadline = time.monotonic() + timeout_s
         while True:

@@ -67,6 +67,8 @@ LAG_INTERVAL_S = 1.0
 # Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+# After a failed async commit its offsets go into the next one, sent no sooner than this.
+COMMIT_RETRY_S = 1.0
 
 
 class DeliveryError(DetectorError):
@@ -264,6 +266,7 @@ class DetectorService:
         fetcher, producer = self._fetcher, self._producer
         self._fetcher, self._producer = None, None
         self.health.connected = False
+        self.health.reason = "session closing"
         self.health.partitions = 0
         self.health.uncommitted_since = None  # redelivered to the next owner or session
         if producer is not None:
@@ -474,6 +477,8 @@ class DetectorService:
             retry = {tp: o for tp, o in offsets.items() if o >= self._sent_max.get(tp, -1)}
             if retry:
                 self._add_acked(retry, since)
+            # Not again every commit interval while the coordinator is away.
+            self._next_commit = max(self._next_commit, time.monotonic() + COMMIT_RETRY_S)
 
     def _update_uncommitted_since(self) -> None:
         """The oldest processed work not yet confirmed committed, for /readyz."""
@@ -536,6 +541,27 @@ class DetectorService:
         self._drain_and_commit()
         if self.temporal is not None:
             self.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        # The group no longer counts this member: a commit would be refused. What was
+        # processed and not committed is redelivered to whoever gets the partitions
+        # (this replica, often), with the same alert ids.
+        self.metrics.rebalances.labels("lost").inc()
+        self._joining = True
+        self.health.partitions = 0
+        log.warning(
+            "partitions lost (the group dropped this member): %s; their uncommitted work "
+            "will be redelivered",
+            [f"{tp.topic}-{tp.partition}" for tp in partitions],
+        )
+        if self._producer is not None:
+            self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
+        self._pending.clear()
+        self._acked, self._acked_since = {}, None
+        self._unconfirmed = {}
+        self._update_uncommitted_since()
+        if self.temporal is not None:
+            self.temporal.reset()
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()

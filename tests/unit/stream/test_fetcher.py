@@ -127,7 +127,7 @@ def test_a_revocation_waits_for_the_services_commit_without_blocking_the_io_loop
 
     # When the consumer revokes the partition (on kafka-python's IO thread) before the
     # service has answered
-    coro = child.on_revoked_async([tp])
+    coro = child.hand_over_async("revoked", [tp])
     for _ in range(3):
         coro.send(None)
     # Then the service heard of it and the listener yields the IO loop while it waits
@@ -163,9 +163,9 @@ def test_a_revocation_after_the_service_died_commits_nothing() -> None:
 
     # When the consumer revokes on its way out, Then the child does not block or raise
     with pytest.raises(BrokenPipeError):
-        drive(child.on_revoked_async([TopicPartition("t", 0)]))
+        drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))
     assert child.service_gone
-    drive(child.on_revoked_async([TopicPartition("t", 0)]))  # later callbacks are no-ops
+    drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))  # later callbacks are no-ops
     child.on_assigned([])
     assert fake.commits == [] and fake.listener_commits == []
 
