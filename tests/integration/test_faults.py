@@ -10,11 +10,14 @@ does).
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from tests.integration.streams import (
     Produced,
     alerts_of,
     committed_total,
+    env_for,
     events_with_anomalies,
     produce,
     service_thread,
@@ -269,54 +273,233 @@ def test_a_killed_replicas_partitions_move_within_a_session_timeout(broker, tmp_
     topic = settings.kafka.input_topic
     broker.create_topics([topic], partitions=4)
     logs = [tmp_path / "survivor.log", tmp_path / "victim.log"]
-    survivor = start_service_process(settings, logs[0], "--idle-timeout-s", "6")
-    victim = start_service_process(settings, logs[1])
-    wait_for(
-        lambda: all("partitions assigned: ['" in log.read_text() for log in logs),
-        60,
-        "both replicas own partitions",
-    )
     raws, anomalous = events_with_anomalies(24_000, seed=26)
     produced: list[Produced] = []
+    with replicas() as procs:
+        procs.append(start_service_process(settings, logs[0], "--idle-timeout-s", "6"))
+        procs.append(start_service_process(settings, logs[1]))
+        survivor, victim = procs
+        wait_for(
+            lambda: all("partitions assigned: ['" in log.read_text() for log in logs),
+            60,
+            "both replicas own partitions",
+        )
+        feeder = _stream(broker.bootstrap_servers, topic, raws, produced)  # ~12 s of events
+        time.sleep(3)
 
+        # When one replica is SIGKILLed mid-stream
+        seen = len(logs[0].read_text())
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.wait(10)
+        all_four = f"partitions assigned: ['{topic}-0', '{topic}-1', '{topic}-2', '{topic}-3']"
+        wait_for(lambda: all_four in logs[0].read_text()[seen:], 60, "the survivor owns all")
+        takeover_s = time.monotonic() - killed_at
+        feeder.join(120)
+
+        # Then the survivor took every partition within ~1.5 session timeouts (+ Tansu's
+        # join wait of half a session timeout and a margin for a loaded machine), consumed
+        # them all and exited when idle; nothing was lost
+        limit_s = 1.5 * SESSION_TIMEOUT_MS / 1000 + SESSION_TIMEOUT_MS / 2000 + 3
+        assert takeover_s < limit_s, f"takeover took {takeover_s:.1f} s (limit {limit_s:.1f} s)"
+        assert survivor.wait(120) == 0, logs[0].read_text()[-3000:]
+    assert "Cannot block on net.run()" not in logs[0].read_text()
+    _assert_nothing_lost(settings, raws, anomalous, produced)
+    print(f"takeover after SIGKILL: {takeover_s:.1f} s (session timeout {SESSION_TIMEOUT_MS} ms)")
+
+
+# -- the alerts topic refusing records ------------------------------------------------------
+def _enforces_max_message_bytes(bootstrap: str) -> bool:
+    """Whether this broker refuses a record over a topic's max.message.bytes (Tansu: no)."""
+    import uuid
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1, topic_configs={"max.message.bytes": "256"})])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        producer.send(name, b"x" * 2048).get(timeout=15)
+        return False
+    except Exception:
+        return True
+    finally:
+        producer.close(2)
+
+
+def test_a_refusing_alerts_topic_stops_commits_then_resumes_in_order(
+    broker, tmp_path: Path
+) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+
+    if not _enforces_max_message_bytes(broker.bootstrap_servers):
+        pytest.skip("this broker ignores max.message.bytes (Tansu); the test runs on Apache Kafka")
+    # Given an alerts topic that refuses every alert (max.message.bytes below an alert's size)
+    settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
+    train_and_publish(settings)
+    topic, alerts_topic = settings.kafka.input_topic, settings.kafka.alerts_topic
+    broker.create_topics([topic], partitions=1)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic(alerts_topic, 1, 1, topic_configs={"max.message.bytes": "64"})])
+    raws, anomalous = events_with_anomalies(3_000, seed=27)
+    produced = produce(broker.bootstrap_servers, topic, raws)
+    group = settings.kafka.group_id
+    try:
+        with service_thread(settings) as service:
+            # When the service meets the first anomaly
+            wait_for(lambda: service.metrics.broker_errors._value.get() >= 2, 60, "retries")
+            # Then it commits nothing past the first alerting event, and retries with back-off
+            assert committed_total(broker.bootstrap_servers, group, topic) <= anomalous[0]
+            assert not service.health.ready()[0]
+            # When the topic accepts alerts again
+            admin.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC, alerts_topic, {"max.message.bytes": "1048588"}
+                    )
+                ]
+            )
+            # Then everything is committed and every anomaly alerted, in input order
+            wait_for(
+                lambda: committed_total(broker.bootstrap_servers, group, topic) == len(raws),
+                120,
+                "everything committed",
+            )
+    finally:
+        admin.close()
+    offsets = [a["source"]["offset"] for a in alerts_of(broker.bootstrap_servers, alerts_topic)]
+    first_seen = list(dict.fromkeys(offsets))
+    assert first_seen == sorted(first_seen)
+    for i in anomalous:
+        assert produced[i].offset in first_seen
+
+
+# -- a replica killed during a reload, or during a rebalance --------------------------------
+def _start_replica(settings: Any, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    # A member killed before it rejoins holds a rebalance until the rebalance timeout
+    # (kafka-python sends max_poll_interval_ms: 300 s by default); keep that short here.
+    env = env_for(settings) | {"DETECTOR_KAFKA__MAX_POLL_INTERVAL_MS": "15000"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "detector", "run", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@contextmanager
+def replicas() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The `detector run` processes a test starts; any still running at the end are killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def _stream(
+    bootstrap: str, topic: str, raws: list[bytes], produced: list[Produced]
+) -> threading.Thread:
     def feed() -> None:
         for i in range(0, len(raws), 1_000):
-            produced.extend(produce(broker.bootstrap_servers, topic, raws[i : i + 1_000]))
-            time.sleep(0.5)  # ~12 s of stream: the kill lands in the middle of it
+            produced.extend(produce(bootstrap, topic, raws[i : i + 1_000]))
+            time.sleep(0.5)
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    time.sleep(3)
+    return feeder
 
-    # When one replica is SIGKILLed mid-stream
-    seen = len(logs[0].read_text())
-    victim.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    victim.wait(10)
-    all_four = f"partitions assigned: ['{topic}-0', '{topic}-1', '{topic}-2', '{topic}-3']"
-    wait_for(lambda: all_four in logs[0].read_text()[seen:], 60, "the survivor owns all four")
-    takeover_s = time.monotonic() - killed_at
-    feeder.join(120)
 
-    # Then the survivor took every partition within ~1.5 session timeouts (+ Tansu's join
-    # wait of half a session timeout and a margin for a loaded machine), consumed them all
-    # and exited when idle; nothing was lost
-    limit_s = 1.5 * SESSION_TIMEOUT_MS / 1000 + SESSION_TIMEOUT_MS / 2000 + 3
-    assert takeover_s < limit_s, f"takeover took {takeover_s:.1f} s (limit {limit_s:.1f} s)"
-    assert survivor.wait(120) == 0, logs[0].read_text()[-3000:]
-    text = logs[0].read_text()
-    assert "Cannot block on net.run()" not in text
-    assert committed_total(broker.bootstrap_servers, settings.kafka.group_id, topic) == len(raws)
-    alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
-    ids = {a["alert_id"] for a in alerts}
-    for i in anomalous:
-        assert alert_id(topic, produced[i].partition, produced[i].offset) in ids
-    # ...and a duplicate (redelivered after the kill) carries the same alert id: one id,
-    # one source position
-    by_id: dict[str, set[tuple[int, int]]] = {}
+def _assert_nothing_lost(
+    settings: Any, raws: list[bytes], anomalous: list[int], produced: list[Produced]
+) -> list[dict[str, Any]]:
+    """Every offset committed, every anomaly alerted; a redelivered event's copies carry one
+    alert id, one source position and, per model version, one verdict."""
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.input_topic
+    assert committed_total(bootstrap, settings.kafka.group_id, topic) == len(raws)
+    alerts = alerts_of(bootstrap, settings.kafka.alerts_topic)
+    by_id: dict[str, list[dict[str, Any]]] = {}
     for a in alerts:
-        by_id.setdefault(a["alert_id"], set()).add(
-            (a["source"]["partition"], a["source"]["offset"])
-        )
-    assert all(len(positions) == 1 for positions in by_id.values())
-    print(f"takeover after SIGKILL: {takeover_s:.1f} s (session timeout {SESSION_TIMEOUT_MS} ms)")
+        by_id.setdefault(a["alert_id"], []).append(a)
+    for i in anomalous:
+        assert alert_id(topic, produced[i].partition, produced[i].offset) in by_id
+    for copies in by_id.values():
+        assert len({(c["source"]["partition"], c["source"]["offset"]) for c in copies}) == 1
+        by_version: dict[str, set[tuple[str, str]]] = {}
+        for c in copies:
+            verdict = (c["severity"], f"{c['log_likelihood']:.6g}")
+            by_version.setdefault(c["model_version"], set()).add(verdict)
+        assert all(len(v) == 1 for v in by_version.values()), copies
+    return alerts
+
+
+def test_sigkill_during_a_reload_loses_nothing(broker, tmp_path: Path) -> None:
+    # Given one replica scoring a steady stream on 3 partitions with model v1
+    settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
+    v1 = train_and_publish(settings, seed=0)
+    topic = settings.kafka.input_topic
+    broker.create_topics([topic], partitions=3)
+    raws, anomalous = events_with_anomalies(16_000, seed=28)
+    produced: list[Produced] = []
+    logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
+    with replicas() as procs:
+        procs.append(_start_replica(settings, logs[0]))
+        wait_for(lambda: "partitions assigned: ['" in logs[0].read_text(), 60, "assignment")
+        feeder = _stream(broker.bootstrap_servers, topic, raws, produced)
+        time.sleep(2)
+
+        # When v2 is promoted and the replica is SIGKILLed in the reload window (CURRENT
+        # is checked every 0.5 s; a load takes ~0.1-0.3 s here), then started again
+        v2 = train_and_publish(settings, seed=1)
+        time.sleep(0.4)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        procs.append(_start_replica(settings, logs[1], "--idle-timeout-s", "6"))
+        feeder.join(120)
+
+        # Then the restarted replica scores with v2, finishes, and nothing is lost
+        assert procs[1].wait(180) == 0, logs[1].read_text()[-3000:]
+    alerts = _assert_nothing_lost(settings, raws, anomalous, produced)
+    assert {a["model_version"] for a in alerts} <= {v1, v2}
+    assert f"scoring with model {v2} (was none)" in logs[1].read_text()
+
+
+def test_sigkill_during_a_rebalance_loses_nothing(broker, tmp_path: Path) -> None:
+    from detector.stream.broker import EmbeddedBroker
+
+    if type(broker) is EmbeddedBroker:
+        # Seen here: a member killed after its revocation and before it rejoins stalls
+        # Tansu's group for good (3 min and more, rebalance timeout 15 s); Apache Kafka
+        # drops such a member after the session timeout.
+        pytest.skip("Tansu never completes a rebalance whose member died mid-join")
+    # Given one replica scoring a steady stream on 3 partitions
+    settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
+    train_and_publish(settings)
+    topic = settings.kafka.input_topic
+    broker.create_topics([topic], partitions=3)
+    raws, anomalous = events_with_anomalies(16_000, seed=29)
+    produced: list[Produced] = []
+    logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
+    with replicas() as procs:
+        procs.append(_start_replica(settings, logs[0]))
+        wait_for(lambda: "partitions assigned: ['" in logs[0].read_text(), 60, "assignment")
+        feeder = _stream(broker.bootstrap_servers, topic, raws, produced)
+        time.sleep(2)
+        # When a second replica joins and the first is SIGKILLed as soon as its
+        # partitions are revoked (mid-rebalance, before it rejoins)
+        procs.append(_start_replica(settings, logs[1], "--idle-timeout-s", "6"))
+        wait_for(lambda: "partitions revoked: ['" in logs[0].read_text(), 60, "the rebalance")
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        feeder.join(120)
+        # Then the second takes every partition, finishes, and nothing is lost
+        assert procs[1].wait(180) == 0, logs[1].read_text()[-3000:]
+    _assert_nothing_lost(settings, raws, anomalous, produced)
