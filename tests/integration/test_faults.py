@@ -273,7 +273,7 @@ def test_a_killed_replicas_partitions_move_within_a_session_timeout(broker, tmp_
     topic = settings.kafka.input_topic
     broker.create_topics([topic], partitions=4)
     logs = [tmp_path / "survivor.log", tmp_path / "victim.log"]
-    raws, anomalous = events_with_anomalies(24_000, seed=26)
+    raws, anomalous = events_with_anomalies(16_000, seed=26)
     produced: list[Produced] = []
     with replicas() as procs:
         procs.append(start_service_process(settings, logs[0], "--idle-timeout-s", "6"))
@@ -284,7 +284,7 @@ def test_a_killed_replicas_partitions_move_within_a_session_timeout(broker, tmp_
             60,
             "both replicas own partitions",
         )
-        feeder = _stream(broker.bootstrap_servers, topic, raws, produced)  # ~12 s of events
+        feeder = _stream(broker.bootstrap_servers, topic, raws, produced)  # ~8 s of events
         time.sleep(3)
 
         # When one replica is SIGKILLed mid-stream
@@ -447,7 +447,7 @@ def test_sigkill_during_a_reload_loses_nothing(broker, tmp_path: Path) -> None:
     v1 = train_and_publish(settings, seed=0)
     topic = settings.kafka.input_topic
     broker.create_topics([topic], partitions=3)
-    raws, anomalous = events_with_anomalies(16_000, seed=28)
+    raws, anomalous = events_with_anomalies(10_000, seed=28)
     produced: list[Produced] = []
     logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
     with replicas() as procs:
