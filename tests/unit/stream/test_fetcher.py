@@ -13,14 +13,8 @@ import pytest
 from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.fetcher import (
-    FetcherError,
-    ProcessFetcher,
-    RecordBatch,
-    _Child,
-    _read,
-    _write,
-)
+from detector.stream.fetch_process import ProcessFetcher, _Child, _read, _write
+from detector.stream.fetcher import FetcherError, RecordBatch
 from tests.unit.conftest import small_settings
 
 
@@ -57,7 +51,7 @@ def test_an_empty_poll_is_no_batch() -> None:
 
 
 def test_a_batch_pickles_under_its_module_name() -> None:
-    # The fetch process runs this module as __main__; the service must still load batches.
+    # The fetch process pickles batches; the service must load them under the same name.
     batch = RecordBatch.from_poll({TopicPartition("t", 0): records(0, 2)})  # type: ignore[dict-item]
     data = pickle.dumps(batch, protocol=5)
     assert b"detector.stream.fetcher" in data
