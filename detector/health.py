@@ -1,8 +1,14 @@
 """One small HTTP server for /metrics, /healthz and /readyz.
 
 prometheus-client's own server only serves metrics; Kubernetes probes need liveness
-(the loop is turning) and readiness (a model is loaded and partitions are assigned) on the
-same port, so this is a ThreadingHTTPServer in a daemon thread.
+(the loop is turning) and readiness on the same port, so this is a ThreadingHTTPServer in
+a daemon thread.
+
+Ready means the replica is doing its job right now: a model is loaded, a Kafka session is
+up with partitions assigned, the group coordinator answers (a heartbeat within the
+session timeout), no processed work has waited longer than ``commit_overdue_s`` for its
+commit, and no partition is held on records that cannot be decoded. Each condition
+clears by itself when its cause does.
 """
 
 from __future__ import annotations
@@ -16,15 +22,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 class HealthState:
-    """Written by the loop, read by the probes; plain attributes are atomic enough here."""
+    """Written by the loop, read by the probes; plain attributes are atomic enough here.
 
-    def __init__(self, stale_after_s: float) -> None:
+    ``uncommitted_since`` is the monotonic time the oldest processed-but-uncommitted batch
+    was processed (None when everything processed is committed); ``ready()`` compares its
+    age with ``commit_overdue_s`` at probe time, so a loop stuck waiting on the broker is
+    reported even though it cannot update anything.
+    """
+
+    def __init__(self, stale_after_s: float, commit_overdue_s: float = float("inf")) -> None:
         self.stale_after_s = stale_after_s
+        self.commit_overdue_s = commit_overdue_s
         self.heartbeat = time.monotonic()
         self.model_version: str | None = None
         self.partitions: int = 0
         self.connected = False
         self.reason = "starting"
+        self.broker_problem: str | None = None  # from the consumer: coordinator unreachable
+        self.uncommitted_since: float | None = None
+        self.held: dict[Any, str] = {}  # partition -> why its records cannot be decoded
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
@@ -37,11 +53,26 @@ class HealthState:
 
     def ready(self) -> tuple[bool, str]:
         if self.model_version is None:
-            return False, "no model loaded"
+            return False, f"no model loaded ({self.reason})"
         if not self.connected:
             return False, f"not connected to Kafka ({self.reason})"
+        if self.broker_problem is not None:
+            return False, f"Kafka unreachable: {self.broker_problem}"
+        since = self.uncommitted_since
+        if since is not None:
+            age_s = time.monotonic() - since
+            if age_s > self.commit_overdue_s:
+                return False, (
+                    f"commit overdue: work processed {age_s:.0f} s ago is not committed "
+                    f"(> {self.commit_overdue_s:.1f} s)"
+                )
         if self.partitions == 0:
             return False, "no partitions assigned"
+        if self.held:
+            tp, why = next(iter(self.held.items()))
+            name = f"{tp.topic}-{tp.partition}" if hasattr(tp, "topic") else str(tp)
+            more = f" (and {len(self.held) - 1} more)" if len(self.held) > 1 else ""
+            return False, f"partition {name} held: {why}{more}"
         return True, f"model {self.model_version}, {self.partitions} partitions"
 
 

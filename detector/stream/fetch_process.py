@@ -1,0 +1,402 @@
+"""The fetch process: ``ConsumerFetcher`` in a child process, and the service's side of it.
+
+::
+
+    fetch process (_Child)                     service process (ProcessFetcher)
+    poll -> RecordBatch  ---- batch ------>    parse, score, publish, observe
+    commit(offsets)      <--- commit ------    every send of the batch acknowledged
+    status, commit_result ---------------->    /readyz, lag gauge, failed commits retried
+    revoked / lost: wait ---- revoked ---->    drain sends, commit ---- resume ---->
+
+The child never commits on its own, only the offsets the service hands it after their
+alerts and dead letters are acknowledged. If the service process dies, the child sees
+its pipe close and exits without committing; if the child dies, the service ends the
+Kafka session and starts a new one.
+
+This module is the child's entry point (``python -m detector.stream.fetch_process``), so
+it imports only the Kafka client and the settings, not the model stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from detector.settings import Settings
+from detector.stream.fetcher import (
+    REVOKE_POLL_S,
+    CommitResult,
+    ConsumerFetcher,
+    FetcherError,
+    FetchStatus,
+    RebalanceHandler,
+    RecordBatch,
+)
+from detector.stream.memory import (
+    HeapTrimmer,
+    freeze_startup_objects,
+    pin_malloc_mmap_threshold,
+)
+
+log = logging.getLogger(__name__)
+
+# How long the child's poll waits when the topic is idle: also how late a commit or a stop
+# from the service is read then. Under load polls return at once.
+CHILD_POLL_TIMEOUT_MS = 100
+# How often the child reports lag and broker reachability (the service reads the latest).
+CHILD_STATUS_INTERVAL_S = 1.0
+# The batch pipe's kernel buffer: four ~230 kB batches fit, so a send is one write.
+PIPE_BYTES = 1 << 20
+# Waiting for the fetch process to leave its group and exit, at most.
+CHILD_EXIT_TIMEOUT_S = 15.0
+
+
+# -- in a child process -------------------------------------------------------------------
+# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, lost, assigned,
+# status (a FetchStatus, once a second), committed (reply to a sync commit: None or the
+# error text), commit_result (an async commit's CommitResult), error. Service -> child:
+# settings (first), commit ((offsets, sync, ticket)), resume (after a revocation), stop.
+def _write(conn: Connection, kind: str, payload: Any) -> None:
+    conn.send_bytes(pickle.dumps((kind, payload), protocol=5))
+
+
+def _read(conn: Connection) -> tuple[str, Any]:
+    message: tuple[str, Any] = pickle.loads(conn.recv_bytes())
+    return message
+
+
+class ProcessFetcher:
+    """Runs ``ConsumerFetcher`` in ``python -m detector.stream.fetcher``, talks over pipes."""
+
+    def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
+        self.handler = handler
+        self._status = FetchStatus()
+        self._results: list[CommitResult] = []
+        self._tickets = 0
+        self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
+        self._commit_timeout_s = settings.kafka.request_timeout_ms / 1000.0 + 5.0
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        with contextlib.suppress(OSError):  # a smaller default buffer only costs speed
+            fcntl.fcntl(from_child_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "detector.stream.fetch_process",
+                    str(to_child_r),
+                    str(from_child_w),
+                ],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+                os.close(fd)
+            raise
+        os.close(to_child_r)  # the child's ends: closed here so EOF shows when it exits
+        os.close(from_child_w)
+        self._to_child = Connection(to_child_w, readable=False)
+        self._from_child = Connection(from_child_r, writable=False)
+        # Settings travel over the pipe, not argv or the environment: they hold secrets.
+        self._send("settings", settings)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self, timeout_ms: int) -> RecordBatch | None:
+        while self._early:  # what arrived while a sync commit waited, in arrival order
+            kind, payload = self._early.popleft()
+            if kind == "batch":
+                early: RecordBatch = payload
+                return early
+            self._handle(kind, payload)
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            remaining = deadline - time.monotonic()
+            if not self._from_child.poll(max(0.0, remaining)):
+                return None
+            kind, payload = self._recv()
+            if kind == "batch":
+                batch: RecordBatch = payload
+                return batch
+            self._handle(kind, payload)
+            if remaining <= 0:
+                return None
+
+    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
+        self._tickets += 1
+        ticket = self._tickets
+        self._send("commit", (offsets, sync, ticket))
+        if not sync:
+            return ticket
+        deadline = time.monotonic() + self._commit_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._from_child.poll(remaining):
+                raise FetcherError(
+                    f"the fetch process did not confirm the commit within "
+                    f"{self._commit_timeout_s:.0f} s"
+                )
+            kind, payload = self._recv()
+            if kind == "committed":
+                if payload is not None:
+                    raise FetcherError(f"offset commit failed: {payload}")
+                return ticket
+            if kind in ("status", "commit_result"):
+                self._handle(kind, payload)
+            else:
+                # A batch, or a revocation that came after batches not yet handled:
+                # keep the order, so a revocation commits everything before it.
+                self._early.append((kind, payload))
+
+    def commit_results(self) -> list[CommitResult]:
+        out, self._results = self._results, []
+        return out
+
+    def status(self) -> FetchStatus:
+        return self._status
+
+    def close(self) -> None:
+        with contextlib.suppress(FetcherError):
+            self._send("stop", None)
+        # The child may be blocked writing a batch into a full pipe: keep reading (and
+        # dropping: nothing unread was committed, so it is redelivered) until it exits.
+        deadline = time.monotonic() + CHILD_EXIT_TIMEOUT_S
+        try:
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if self._from_child.poll(0.05):
+                        self._from_child.recv_bytes()
+                except (EOFError, OSError):
+                    break  # the child closed its end: it is exiting
+            try:
+                self._proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("fetch process %d did not exit; killing it", self._proc.pid)
+                self._proc.kill()
+                self._proc.wait()
+        finally:
+            self._early.clear()
+            self._to_child.close()
+            self._from_child.close()
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind in ("revoked", "lost"):
+            try:
+                if kind == "revoked":
+                    self.handler.on_revoked(payload)
+                else:
+                    self.handler.on_lost(payload)
+            finally:
+                self._send("resume", None)  # the child waits in its rebalance callback
+        elif kind == "assigned":
+            self.handler.on_assigned(payload)
+        elif kind == "status":
+            self._status = payload
+        elif kind == "commit_result":
+            self._results.append(payload)
+        elif kind == "error":
+            raise FetcherError(f"fetch process: {payload}")
+        else:
+            raise FetcherError(f"unexpected message from the fetch process: {kind!r}")
+
+    def _send(self, kind: str, payload: Any) -> None:
+        try:
+            _write(self._to_child, kind, payload)
+        except OSError as exc:
+            raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
+
+    def _recv(self) -> tuple[str, Any]:
+        try:
+            return _read(self._from_child)
+        except (EOFError, OSError) as exc:
+            raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
+
+    def _exit_status(self) -> str:
+        code = self._proc.poll()
+        return "still running" if code is None else f"exit code {code}"
+
+
+@dataclass
+class _Child:
+    """The fetch process: relays batches out and commits in, nothing else."""
+
+    to_service: Connection
+    from_service: Connection
+    settings: Settings
+    fetcher: ConsumerFetcher | None = None
+    stopping: bool = False
+    service_gone: bool = False
+    # Sends come from the main thread and from rebalance listeners on kafka-python's IO
+    # thread; one pickled message must never interleave with another in the pipe.
+    _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Tickets of the service's async commits, by the fetcher's own tickets.
+    _tickets: dict[int, int] = field(default_factory=dict)
+
+    def send(self, kind: str, payload: Any) -> None:
+        try:
+            with self._send_lock:
+                _write(self.to_service, kind, payload)
+        except OSError:
+            self.service_gone = True
+            raise
+
+    def handle(self, kind: str, payload: Any) -> None:
+        """A message from the service, outside a revocation (sync commits block here)."""
+        if kind == "commit":
+            offsets, sync, ticket = payload
+            assert self.fetcher is not None
+            if not sync:
+                self._tickets[self.fetcher.commit(offsets, sync=False)] = ticket
+                return
+            try:
+                self.fetcher.commit(offsets, sync=True)
+            except KafkaError as exc:
+                self.send("committed", f"{type(exc).__name__}: {exc}")
+            else:
+                self.send("committed", None)
+        elif kind == "stop":
+            self.stopping = True
+
+    def drain_control(self) -> None:
+        while not self.stopping and self.from_service.poll(0):
+            self.handle(*_read(self.from_service))
+
+    def relay_commit_results(self) -> None:
+        assert self.fetcher is not None
+        for own, error in self.fetcher.commit_results():
+            ticket = self._tickets.pop(own, None)
+            if ticket is not None:
+                self.send("commit_result", (ticket, error))
+
+    # RebalanceHandler
+    def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        raise AssertionError("the fetch process hands partitions over in hand_over_async")
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        raise AssertionError("the fetch process hands partitions over in hand_over_async")
+
+    async def hand_over_async(self, kind: str, partitions: list[TopicPartition]) -> None:
+        """Called by kafka-python on its IO thread when partitions are revoked or lost.
+
+        The service finishes every batch sent before this message, waits for their
+        acknowledgements and sends the commit; only then may the partitions move. The
+        pipe is looked at every few ms and the IO loop runs in between: a blocking read
+        here would stop heartbeats, and a blocking commit raises on this thread.
+        """
+        if self.service_gone or self.stopping:
+            # Nothing more to commit: the service committed its finished work before
+            # "stop", or it is gone; the next owner re-reads anything uncommitted.
+            return
+        assert self.fetcher is not None
+        self.send(kind, partitions)
+        timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                log.warning("no answer from the service within %.0f s of a revocation", timeout_s)
+                return  # uncommitted work is redelivered to the new owner
+            try:
+                if not self.from_service.poll(0):
+                    await self.fetcher.sleep(REVOKE_POLL_S)
+                    continue
+                kind, payload = _read(self.from_service)
+            except (EOFError, OSError):
+                self.service_gone = True  # kafka-python swallows listener errors: remember
+                return
+            if kind == "resume":
+                return
+            if kind == "commit" and payload[1]:
+                await self._commit_sync_in_listener(payload[0])
+            else:
+                self.handle(kind, payload)
+
+    async def _commit_sync_in_listener(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.fetcher is not None
+        try:
+            await self.fetcher.commit_in_listener(offsets)
+        except KafkaError as exc:
+            self.send("committed", f"{type(exc).__name__}: {exc}")
+        else:
+            self.send("committed", None)
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        if not self.service_gone:
+            self.send("assigned", partitions)
+
+    def serve(self) -> None:
+        pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
+        self.fetcher = ConsumerFetcher(self.settings.kafka, self)
+        freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
+        trim_heap = HeapTrimmer()
+        next_status = 0.0
+        while True:
+            self.drain_control()
+            if self.stopping:
+                return
+            batch = self.fetcher.poll(CHILD_POLL_TIMEOUT_MS)
+            if batch is not None:
+                self.send("batch", batch)
+            self.relay_commit_results()
+            now = time.monotonic()
+            if now >= next_status:
+                self.send("status", self.fetcher.status())
+                next_status = now + CHILD_STATUS_INTERVAL_S
+            trim_heap()
+
+
+def child_main(read_fd: int, write_fd: int) -> int:
+    # Ctrl-C reaches the whole process group; the service decides when fetching stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from_service = Connection(read_fd, writable=False)
+    to_service = Connection(write_fd, readable=False)
+    try:
+        kind, settings = _read(from_service)
+    except (EOFError, OSError):
+        return 1
+    assert kind == "settings"
+    from detector.logs import setup_logging
+
+    setup_logging(settings.service.log_format, settings.service.log_level)
+    child = _Child(to_service, from_service, settings)
+    try:
+        child.serve()
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        child.service_gone = True
+        return 0  # the service went away: stop without committing anything more
+    except Exception as exc:  # reported to the service, which restarts the session
+        with contextlib.suppress(OSError):
+            child.send("error", f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if child.fetcher is not None:
+            with contextlib.suppress(Exception):
+                child.fetcher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's child_main, not this __main__ copy: one copy of each
+    # class, so what the child pickles is what the service loads.
+    from detector.stream.fetch_process import child_main as _imported_child_main
+
+    sys.exit(_imported_child_main(int(sys.argv[1]), int(sys.argv[2])))
