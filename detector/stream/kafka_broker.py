@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 from detector.errors import BrokerSetupError
-from detector.stream.broker import LocalBroker, free_port
+from detector.stream.broker import BrokerKind, LocalBroker, free_port
 
 # Kafka 4.x brokers need Java 17 (4.4.0's classes are major version 61); keep the pom's
 # kafka.version in step (a unit test checks).
@@ -157,6 +157,14 @@ def kafka_unavailable_reason() -> str | None:
             "installed to fetch them (install Maven 3.8+)"
         )
     return None
+
+
+def default_broker_kind() -> tuple[BrokerKind, str]:
+    """Apache Kafka where it can run (java 17+, jars cached or mvn present), else Tansu; and why."""
+    why_not = kafka_unavailable_reason()
+    if why_not is None:
+        return "kafka", "java 17+ and the Apache Kafka jars (or mvn to fetch them) are here"
+    return "tansu", f"Apache Kafka is not usable here: {why_not}"
 
 
 @contextlib.contextmanager

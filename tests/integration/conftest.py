@@ -28,7 +28,7 @@ _SAID = pytest.StashKey[bool]()
 
 def _choice() -> tuple[BrokerKind, str]:
     """The broker of this run, and why."""
-    from detector.stream.kafka_broker import kafka_unavailable_reason
+    from detector.stream.kafka_broker import default_broker_kind
 
     asked = os.environ.get(BROKER_ENV, "").strip().lower()
     if asked:
@@ -37,10 +37,8 @@ def _choice() -> tuple[BrokerKind, str]:
                 f"{BROKER_ENV}={asked!r}: choose one of {', '.join(BROKER_KINDS)}"
             )
         return asked, f"{BROKER_ENV}={asked}"  # type: ignore[return-value]
-    why_not = kafka_unavailable_reason()
-    if why_not is None:
-        return "kafka", f"default ({BROKER_ENV} unset; java 17+ and the jars or mvn are here)"
-    return "tansu", f"default, Apache Kafka is not usable here: {why_not}"
+    kind, why = default_broker_kind()
+    return kind, f"default ({BROKER_ENV} unset): {why}"
 
 
 def _label(kind: BrokerKind) -> str:
