@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 from detector.errors import BrokerSetupError
-from detector.stream.broker import BrokerKind, LocalBroker, free_port
+from detector.stream.broker import BrokerKind, LocalBroker, die_with_parent, free_port
 
 # Kafka 4.x brokers need Java 17 (4.4.0's classes are major version 61); keep the pom's
 # kafka.version in step (a unit test checks).
@@ -349,6 +349,7 @@ class ApacheKafkaBroker(LocalBroker):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own group: stopped as a unit, never by our Ctrl-C
+            preexec_fn=die_with_parent,
         )
 
     def _cleanup(self) -> None:
