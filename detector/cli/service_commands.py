@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -286,6 +287,11 @@ def _close_quietly(trigger: DriftTrigger) -> None:
         log.debug("drift trigger close failed", exc_info=True)
 
 
+class DemoBroker(StrEnum):
+    tansu = "tansu"
+    kafka = "kafka"
+
+
 @app.command()
 def demo(
     config: ConfigOpt = None,
@@ -305,9 +311,18 @@ def demo(
     no_drift: Annotated[
         bool, typer.Option("--no-drift", help="No fleet-wide shift (and so no retraining).")
     ] = False,
+    broker: Annotated[
+        DemoBroker,
+        typer.Option(
+            "--broker",
+            help="The local broker to start without --bootstrap: tansu (bundled) or kafka "
+            "(Apache Kafka; needs java 17+, the jars are fetched once with mvn).",
+        ),
+    ] = DemoBroker.tansu,
 ) -> None:
     """Stream a simulated pump fleet through the real service on a real broker, live."""
     from detector.demo.run import run_demo
+    from detector.stream.broker import local_broker
 
     with _errors():
         settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
@@ -326,4 +341,11 @@ def demo(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     with _errors():
-        run_demo(settings, duration_s=duration, rate=rate, out_dir=out, with_drift=not no_drift)
+        run_demo(
+            settings,
+            duration_s=duration,
+            rate=rate,
+            out_dir=out,
+            with_drift=not no_drift,
+            broker_factory=lambda: local_broker("kafka" if broker is DemoBroker.kafka else "tansu"),
+        )

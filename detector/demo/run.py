@@ -53,7 +53,7 @@ from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.report.html import demo_report
 from detector.settings import Settings
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import EmbeddedBroker, LocalBroker
 from detector.stream.clients import ensure_topics, security_config
 from detector.stream.service import DetectorService
 
@@ -122,10 +122,12 @@ def run_demo(
     with_drift: bool = True,
     console: Console | None = None,
     clock: Callable[[], float] = time.time,
+    broker_factory: Callable[[], LocalBroker] = EmbeddedBroker,
 ) -> Path:
     """Run the demo; returns the run folder (summary.json, report.html, demo.log).
 
     ``clock``: seconds since the epoch, "now" for the simulated fleet and the retrainer.
+    Without a configured cluster it starts ``broker_factory()`` (Tansu unless told otherwise).
     """
     # Soft wrap: a path or a version id is never cut in two, on a terminal or in a pipe.
     console = console or Console(soft_wrap=True)
@@ -136,7 +138,17 @@ def run_demo(
     with logs_to_file(run_dir / LOG_FILE, thread_errors) as log_file:
         console.print(f"run folder {run_dir} (log records go to {log_file.name})", soft_wrap=True)
         try:
-            _run(base, duration_s, rate, run_dir, with_drift, console, clock, thread_errors)
+            _run(
+                base,
+                duration_s,
+                rate,
+                run_dir,
+                with_drift,
+                console,
+                clock,
+                thread_errors,
+                broker_factory,
+            )
         finally:
             if thread_errors:
                 console.print(
@@ -155,8 +167,9 @@ def _run(
     console: Console,
     clock: Callable[[], float],
     thread_errors: list[str],
+    broker_factory: Callable[[], LocalBroker],
 ) -> None:
-    broker: EmbeddedBroker | None = None
+    broker: LocalBroker | None = None
     service: DetectorService | None = None
     server: HealthServer | None = None
     threads: list[threading.Thread] = []
@@ -166,9 +179,9 @@ def _run(
             bootstrap = base.kafka.bootstrap_servers
             console.print(f"using the Kafka cluster at {bootstrap}")
         else:
-            broker = EmbeddedBroker().start()
+            broker = broker_factory().start()
             bootstrap = broker.bootstrap_servers
-            console.print(f"started the bundled Tansu broker on {bootstrap} (pid {broker.pid})")
+            console.print(f"started {broker.describe()} (pid {broker.pid})")
         settings = demo_settings(base, bootstrap, run_dir, rate)
         stream_steps = max(20, int(duration_s * rate / FleetSpec().n_pumps))
         started_at = clock()
@@ -260,6 +273,7 @@ def _run(
             "broker": {
                 "bootstrap_servers": bootstrap,
                 "embedded": broker is not None,
+                "kind": broker.name if broker else "external",
                 "pid": broker.pid if broker else None,
             },
         }
@@ -285,8 +299,8 @@ def _run(
             server.stop()
         if broker is not None:
             pid = broker.pid
-            broker.stop()
-            console.print(f"stopped the bundled broker (pid {pid})")
+            broker.close()
+            console.print(f"stopped the local broker (pid {pid})")
 
 
 def _thread(name: str, target: Any) -> threading.Thread:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import BrokerKind, local_broker
 from tests.integration.streams import (
     settings_for_test,
     start_service_process,
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.broker
 
 
 def test_broker_lost_mid_session_is_one_line_per_check_and_recovery_is_said(
-    tmp_path: Path,
+    tmp_path: Path, broker_kind: BrokerKind
 ) -> None:
     # Given `detector run` consuming from a broker of its own (this test stops it)
-    broker = EmbeddedBroker().start()
+    broker = local_broker(broker_kind).start()
     try:
         port = broker.port
         settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
@@ -41,7 +41,7 @@ def test_broker_lost_mid_session_is_one_line_per_check_and_recovery_is_said(
             )
             wait_for(lambda: len(check.findall(log.read_text())) >= 3, 60, "three checks")
             # ...and comes back on the same port
-            broker = EmbeddedBroker(port=port).start()
+            broker = local_broker(broker_kind, port=port).start()
             wait_for(lambda: "reachable again" in log.read_text(), 60, "recovery line")
         finally:
             proc.send_signal(signal.SIGTERM)

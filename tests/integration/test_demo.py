@@ -24,7 +24,7 @@ from rich.console import Console
 
 from detector.demo.run import run_demo
 from detector.settings import load_settings
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import LocalBroker
 
 pytestmark = pytest.mark.broker
 
@@ -55,7 +55,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def run_cli_demo(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+    # No Kafka configured: the demo starts its own broker (the jar cache and java pass through).
+    keep = {"DETECTOR_KAFKA_CACHE", "DETECTOR_JAVA"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_") or k in keep}
     return subprocess.run(
         [sys.executable, "-m", "detector", "demo", "--out", str(out), *args],
         env=env,
@@ -126,9 +128,7 @@ def test_demo_retrains_after_the_shift_and_its_console_shows_no_log_lines(
     assert "after the shift, before the reload" in html and "False alert rate" in html
 
 
-def test_demo_a_year_from_now_retrains_just_the_same(
-    broker: EmbeddedBroker, tmp_path: Path
-) -> None:
+def test_demo_a_year_from_now_retrains_just_the_same(broker: LocalBroker, tmp_path: Path) -> None:
     # Given the demo's clock a year ahead of the machine's (the day a user runs it next year)
     ahead = YEAR_S + 3_600.0
     base = load_settings(
@@ -153,10 +153,13 @@ def test_demo_a_year_from_now_retrains_just_the_same(
     assert "retrain promoted" in out.getvalue() and "ERROR" not in out.getvalue()
 
 
-def test_short_demo_catches_scenarios_and_leaves_no_process(tmp_path: Path) -> None:
-    # Given a fresh run folder and no Kafka configured (the demo starts its bundled broker)
+def test_short_demo_catches_scenarios_and_leaves_no_process(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    # Given a fresh run folder and no Kafka configured (the demo starts its own broker, of
+    # the kind this run tests)
     # When the demo runs for 12 seconds without the drift part
-    proc = run_cli_demo(tmp_path, "--duration", "12", "--no-drift")
+    proc = run_cli_demo(tmp_path, "--duration", "12", "--no-drift", "--broker", broker_kind)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Then its summary exists as JSON and HTML, and shows the scenarios caught
     run_dir = next(tmp_path.glob("demo-*"))
@@ -184,4 +187,5 @@ def test_short_demo_catches_scenarios_and_leaves_no_process(tmp_path: Path) -> N
     assert "caught" in proc.stdout and "run folder" in proc.stdout
     # ...and the bundled broker it started is gone.
     assert summary["broker"]["embedded"] is True
+    assert summary["broker"]["kind"] == broker_kind
     assert not pid_alive(summary["broker"]["pid"])

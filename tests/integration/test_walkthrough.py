@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import LocalBroker
 from tests.integration.streams import FEATURES, normal_rows
 
 pytestmark = pytest.mark.broker
@@ -48,7 +48,7 @@ def detector(
 
 
 def test_walkthrough_from_a_csv_to_alerts_on_a_topic(
-    broker: EmbeddedBroker, make_topic: object, tmp_path: Path
+    broker: LocalBroker, make_topic: object, tmp_path: Path
 ) -> None:
     # Given a user's CSV of normal rows and a labelled test file with a few anomalies
     train_x = normal_rows(N_TRAIN, seed=1)
