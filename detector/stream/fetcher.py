@@ -37,11 +37,12 @@ from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from detector.errors import DetectorError
 from detector.settings import KafkaSettings, Settings
 from detector.stream.clients import make_consumer
+from detector.stream.delivery import consumer_overrides
 from detector.stream.memory import (
     HeapTrimmer,
     freeze_startup_objects,
@@ -120,6 +121,10 @@ class Fetcher(Protocol):
 
     def lag(self) -> dict[TopicPartition, int]: ...
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The consumer's group membership, for offsets sent in a transaction (KIP-447)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -147,7 +152,7 @@ class ConsumerFetcher:
 
     def __init__(self, cfg: KafkaSettings, handler: RebalanceHandler) -> None:
         self.cfg = cfg
-        self.consumer: KafkaConsumer = make_consumer(cfg)
+        self.consumer: KafkaConsumer = make_consumer(cfg, **consumer_overrides(cfg))
         try:
             self.consumer.subscribe([cfg.input_topic], listener=_Listener(handler))
         except Exception:
@@ -184,6 +189,9 @@ class ConsumerFetcher:
                 out[tp] = max(0, high - position)
         return out
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.consumer.group_metadata()
+
     def close(self) -> None:
         # Leaves the group: the partitions move to another replica at once.
         self.consumer.close(autocommit=False)
@@ -196,8 +204,9 @@ def _on_commit(offsets: Any, response: Any) -> None:
 
 
 # -- in a child process -------------------------------------------------------------------
-# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, assigned,
-# lag, committed (reply to a sync commit: None or the error text), error. Service -> child:
+# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, group (the
+# consumer's group metadata, before each assigned), assigned, lag, committed (reply to a
+# sync commit: None or the error text), error. Service -> child:
 # settings (first), commit ((offsets, sync)), resume (after a revocation), stop.
 def _write(conn: Connection, kind: str, payload: Any) -> None:
     conn.send_bytes(pickle.dumps((kind, payload), protocol=5))
@@ -214,6 +223,7 @@ class ProcessFetcher:
     def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
         self.handler = handler
         self._lag: dict[TopicPartition, int] = {}
+        self._group = ConsumerGroupMetadata(settings.kafka.group_id)  # unjoined until assigned
         self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
         self._commit_timeout_s = settings.kafka.request_timeout_ms / 1000.0 + 5.0
         to_child_r, to_child_w = os.pipe()
@@ -294,6 +304,10 @@ class ProcessFetcher:
     def lag(self) -> dict[TopicPartition, int]:
         return self._lag
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        # The generation changes only at an assignment, and the child reports it just before.
+        return self._group
+
     def close(self) -> None:
         with contextlib.suppress(FetcherError):
             self._send("stop", None)
@@ -328,6 +342,8 @@ class ProcessFetcher:
             self.handler.on_assigned(payload)
         elif kind == "lag":
             self._lag = payload
+        elif kind == "group":
+            self._group = payload
         elif kind == "error":
             raise FetcherError(f"fetch process: {payload}")
         else:
@@ -415,6 +431,8 @@ class _Child:
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         if not self.service_gone:
+            assert self.fetcher is not None
+            self.send("group", self.fetcher.group_metadata())
             self.send("assigned", partitions)
 
     def serve(self) -> None:
