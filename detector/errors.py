@@ -69,3 +69,7 @@ class RegistryError(DetectorError):
 
 class BrokerUnavailableError(DetectorError):
     """The Kafka broker cannot be reached (or the embedded one cannot be started)."""
+
+
+class BrokerSetupError(BrokerUnavailableError):
+    """The local Apache Kafka broker cannot be set up: no java 17+, no mvn, or the jar fetch failed."""
