@@ -91,6 +91,7 @@ def delivery_env(settings: Settings) -> dict[str, str]:
     )
     if k.transactional_id:
         env["DETECTOR_KAFKA__TRANSACTIONAL_ID"] = k.transactional_id
+    env["DETECTOR_SERVICE__FETCH_PROCESS"] = str(settings.service.fetch_process).lower()
     return env
 
 
@@ -192,12 +193,15 @@ def drain(settings: Settings, log: Path) -> None:
 
 # -- the tests -----------------------------------------------------------------------------
 @needs_kafka
+@pytest.mark.parametrize("fetch_process", [True, False], ids=["fetch-process", "in-process"])
 def test_a_crash_at_each_point_of_a_transaction_repeats_and_loses_nothing(
-    kafka: LocalBroker, tmp_path: Path
+    kafka: LocalBroker, tmp_path: Path, fetch_process: bool
 ) -> None:
     # Given exactly-once delivery, 3 input partitions and 24,000 events (anomalies and
-    # broken records among them) arriving in four parts
+    # broken records among them) arriving in four parts, consumed by the fetch process or
+    # in the service's own process
     settings = prepared(kafka, tmp_path, delivery="exactly_once")
+    settings.service.fetch_process = fetch_process
     k = settings.kafka
     raws, bad = stream(24_000, seed=11)
     parts = [raws[i : i + 6_000] for i in range(0, len(raws), 6_000)]
@@ -370,3 +374,52 @@ def test_tansu_hides_aborted_transactions_from_read_committed() -> None:
             producer.close()
         # When a read_committed consumer reads the topic, Then it sees nothing
         assert read_all(tansu.bootstrap_servers, "out", "read_committed", 0, 10) == []
+
+
+@needs_kafka
+def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repeats(
+    kafka: LocalBroker, tmp_path: Path
+) -> None:
+    # Given two replicas in one group, each under its own transactional id, sharing 3
+    # partitions; replica A will kill itself with offsets in its second transaction
+    settings = prepared(kafka, tmp_path, delivery="exactly_once", transaction_timeout_ms=8_000)
+    k = settings.kafka
+    raws, bad = stream(12_000, seed=14)
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    b = start(settings, log_b, DETECTOR_KAFKA__TRANSACTIONAL_ID="replica-b")
+    a = start(
+        settings,
+        log_a,
+        DETECTOR_KAFKA__TRANSACTIONAL_ID="replica-a",
+        DETECTOR_KAFKA__TEST_CRASH_POINT="before_commit",
+        DETECTOR_KAFKA__TEST_CRASH_AFTER_TRANSACTIONS="1",
+    )
+    try:
+        wait_for(lambda: "partitions assigned: ['" in log_a.read_text(), 60, "A's partitions")
+        # When the events arrive and A dies holding an open transaction; B is left alone
+        # and never restarts A's transactional id, so the broker must time A's out
+        produced = produce(kafka.bootstrap_servers, k.input_topic, raws)
+        assert a.wait(120) == -signal.SIGKILL, log_a.read_text()[-3000:]
+        wait_for(
+            lambda: (
+                committed_total(kafka.bootstrap_servers, k.group_id, k.input_topic) == len(produced)
+            ),
+            180,
+            "B to take A's partitions over and commit everything",
+            interval_s=1.0,
+        )
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(60)
+
+    # Then a read_committed consumer sees every alert and dead letter once
+    expected = expected_alert_ids(tmp_path, settings, raws, produced, bad)
+    n_alerts, n_dead = assert_exactly_once(kafka, settings, expected, produced, bad)
+    b_log = log_b.read_text()
+    assert "partitions assigned: ['" in b_log
+    # (B's start offsets waited for A's transaction to end: KIP-447's require_stable)
+    waited = "UnstableOffsetCommit" in b_log
+    print(f"\nrebalance after a crash: {n_alerts} alerts, {n_dead} dead letters once each; "
+          f"B waited for A's open transaction: {waited}")
