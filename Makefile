@@ -1,10 +1,13 @@
 # Everything a fresh machine with only Python 3.11 needs: `make demo`, `make test`.
+# The integration tests (in `make test`) run on Apache Kafka where java 17+ and mvn are
+# present (the first run fetches its jars into ~/.cache/detector), on Tansu otherwise;
+# DETECTOR_TEST_BROKER=kafka|tansu chooses. `make bench BENCH_ARGS="--broker tansu"` likewise.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit integration bench bench-quality bench-train clean
+.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu bench bench-quality bench-train clean
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -27,6 +30,12 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+integration-kafka: $(STAMP)
+	DETECTOR_TEST_BROKER=kafka $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+integration-tansu: $(STAMP)
+	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 demo: $(STAMP)
 	$(BIN)/detector demo $(DEMO_ARGS)

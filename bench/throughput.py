@@ -48,7 +48,7 @@ from detector.demo.fleet import FEATURES as FLEET_FEATURES
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings, load_settings
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import BROKER_KINDS, LocalBroker, local_broker
 from detector.stream.clients import ensure_topics
 from detector.stream.service import DetectorService, ScoredBatch
 
@@ -553,7 +553,21 @@ def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
 
 
 # -- report -------------------------------------------------------------------------------
-def environment(broker: EmbeddedBroker | None) -> dict[str, Any]:
+def broker_label(broker: LocalBroker | None) -> str:
+    if broker is None:
+        return "external"
+    if broker.name == "kafka":
+        from detector.stream.kafka_broker import KAFKA_VERSION, ApacheKafkaBroker
+
+        heap = broker.heap_mb if isinstance(broker, ApacheKafkaBroker) else 0
+        return (
+            f"Apache Kafka {KAFKA_VERSION} (KRaft, one node, {heap} MB heap, log on local disk, "
+            "same 2 cores)"
+        )
+    return "embedded Tansu (memory storage, same 2 cores)"
+
+
+def environment(broker: LocalBroker | None) -> dict[str, Any]:
     import kafka
     import sklearn
 
@@ -576,7 +590,7 @@ def environment(broker: EmbeddedBroker | None) -> dict[str, Any]:
             "orjson": orjson.__version__,
             "crc32c": _crc32c(),
         },
-        "broker": "embedded Tansu (memory storage, same 2 cores)" if broker else "external",
+        "broker": broker_label(broker),
     }
 
 
@@ -735,7 +749,13 @@ def main() -> None:
         help="keep the latency load this long for the RSS check (0 = only --latency-s)",
     )
     ap.add_argument("--rate", type=float, default=5000.0)
-    ap.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
+    ap.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    ap.add_argument(
+        "--broker",
+        choices=BROKER_KINDS,
+        help="the local broker to start: kafka (Apache Kafka, needs java 17+; the default where "
+        "it can run) or tansu (the embedded one)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     # Clocks start after the first batch, so a mode needs more than one batch to time.
@@ -743,7 +763,15 @@ def main() -> None:
         if getattr(args, name) <= 2 * MAX_POLL_RECORDS:
             ap.error(f"--{name.replace('_', '-')} must be > {2 * MAX_POLL_RECORDS} (two batches)")
 
-    broker = None if args.bootstrap else EmbeddedBroker().start()
+    broker: LocalBroker | None = None
+    if not args.bootstrap:
+        from detector.stream.kafka_broker import default_broker_kind
+
+        kind, why = (args.broker, "--broker") if args.broker else default_broker_kind()
+        broker = local_broker(kind)
+        print(f"starting the local broker: {kind} ({why}) ...", flush=True)
+        broker.start()
+        print(f"{broker.describe()} started in {broker.start_s:.1f} s", flush=True)
     bootstrap = args.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
     broker_pid = (broker.pid if broker else None) or os.getpid()
     try:
@@ -825,10 +853,12 @@ def main() -> None:
         md = markdown(report)
         (args.out / f"throughput-{stamp}.md").write_text(md)
         (args.out / "throughput-latest.md").write_text(md)
+        kind = broker.name if broker else "external"
+        (args.out / f"throughput-latest-{kind}.md").write_text(md)
         print(md)
     finally:
         if broker:
-            broker.stop()
+            broker.close()
 
 
 if __name__ == "__main__":

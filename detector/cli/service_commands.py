@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -179,6 +180,11 @@ def retrain(
         trigger.close()
 
 
+class DemoBroker(StrEnum):
+    tansu = "tansu"
+    kafka = "kafka"
+
+
 @app.command()
 def demo(
     config: ConfigOpt = None,
@@ -198,9 +204,18 @@ def demo(
     no_drift: Annotated[
         bool, typer.Option("--no-drift", help="No fleet-wide shift (and so no retraining).")
     ] = False,
+    broker: Annotated[
+        DemoBroker,
+        typer.Option(
+            "--broker",
+            help="The local broker to start without --bootstrap: tansu (bundled) or kafka "
+            "(Apache Kafka; needs java 17+, the jars are fetched once with mvn).",
+        ),
+    ] = DemoBroker.tansu,
 ) -> None:
     """Stream a simulated pump fleet through the real service on a real broker, live."""
     from detector.demo.run import run_demo
+    from detector.stream.broker import local_broker
 
     with _errors():
         settings = settings_for(config, kafka__bootstrap_servers=bootstrap)
@@ -211,4 +226,11 @@ def demo(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     with _errors():
-        run_demo(settings, duration_s=duration, rate=rate, out_dir=out, with_drift=not no_drift)
+        run_demo(
+            settings,
+            duration_s=duration,
+            rate=rate,
+            out_dir=out,
+            with_drift=not no_drift,
+            broker_factory=lambda: local_broker("kafka" if broker is DemoBroker.kafka else "tansu"),
+        )

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ from detector.report.html import demo_report
 from detector.retrain.job import retrain_once
 from detector.retrain.trigger import triggers_retrain
 from detector.settings import Settings
-from detector.stream.broker import EmbeddedBroker
+from detector.stream.broker import EmbeddedBroker, LocalBroker
 from detector.stream.clients import ensure_topics, security_config
 from detector.stream.service import DetectorService, ScoredBatch
 
@@ -160,13 +161,17 @@ def run_demo(
     out_dir: Path = Path("runs"),
     with_drift: bool = True,
     console: Console | None = None,
+    broker_factory: Callable[[], LocalBroker] = EmbeddedBroker,
 ) -> Path:
-    """Run the demo; returns the run folder (summary.json, report.html)."""
+    """Run the demo; returns the run folder (summary.json, report.html).
+
+    Without a configured cluster it starts ``broker_factory()`` (Tansu unless told otherwise).
+    """
     console = console or Console()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (out_dir / f"demo-{stamp}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    broker: EmbeddedBroker | None = None
+    broker: LocalBroker | None = None
     service: DetectorService | None = None
     server: HealthServer | None = None
     threads: list[threading.Thread] = []
@@ -176,9 +181,9 @@ def run_demo(
             bootstrap = base.kafka.bootstrap_servers
             console.print(f"using the Kafka cluster at {bootstrap}")
         else:
-            broker = EmbeddedBroker().start()
+            broker = broker_factory().start()
             bootstrap = broker.bootstrap_servers
-            console.print(f"started the bundled Tansu broker on {bootstrap} (pid {broker.pid})")
+            console.print(f"started {broker.describe()} (pid {broker.pid})")
         settings = demo_settings(base, bootstrap, run_dir, rate)
         spec = FleetSpec()
         stream_steps = max(20, int(duration_s * rate / spec.n_pumps))
@@ -272,6 +277,7 @@ def run_demo(
         summary["broker"] = {
             "bootstrap_servers": bootstrap,
             "embedded": broker is not None,
+            "kind": broker.name if broker else "external",
             "pid": broker.pid if broker else None,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -294,8 +300,8 @@ def run_demo(
             server.stop()
         if broker is not None:
             pid = broker.pid
-            broker.stop()
-            console.print(f"stopped the bundled broker (pid {pid})")
+            broker.close()
+            console.print(f"stopped the local broker (pid {pid})")
 
 
 def _thread(name: str, target: Any) -> threading.Thread:

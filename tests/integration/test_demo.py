@@ -23,9 +23,13 @@ def pid_alive(pid: int) -> bool:
     return status.exists() and "zombie" not in status.read_text()
 
 
-def test_short_demo_catches_scenarios_and_leaves_no_process(tmp_path: Path) -> None:
-    # Given a fresh run folder and no Kafka configured (the demo starts its bundled broker)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+def test_short_demo_catches_scenarios_and_leaves_no_process(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    # Given a fresh run folder and no Kafka configured (the demo starts its own broker, of
+    # the kind this run tests; the jar cache and java settings pass through)
+    keep = {"DETECTOR_KAFKA_CACHE", "DETECTOR_JAVA"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_") or k in keep}
     # When the demo runs for 12 seconds without the drift part
     proc = subprocess.run(
         [
@@ -36,6 +40,8 @@ def test_short_demo_catches_scenarios_and_leaves_no_process(tmp_path: Path) -> N
             "--duration",
             "12",
             "--no-drift",
+            "--broker",
+            broker_kind,
             "--out",
             str(tmp_path),
         ],
@@ -70,4 +76,5 @@ def test_short_demo_catches_scenarios_and_leaves_no_process(tmp_path: Path) -> N
     assert "caught" in proc.stdout and "run folder" in proc.stdout
     # ...and the bundled broker it started is gone.
     assert summary["broker"]["embedded"] is True
+    assert summary["broker"]["kind"] == broker_kind
     assert not pid_alive(summary["broker"]["pid"])

@@ -1,4 +1,4 @@
-"""The service against a real Kafka-protocol broker (Tansu): the claims of issue 4."""
+"""The service against a real broker (Apache Kafka or Tansu, see conftest.py): issue 4."""
 
 from __future__ import annotations
 
