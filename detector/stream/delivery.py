@@ -16,6 +16,10 @@ A transaction holds every batch processed since the last one (at most
 batches: the offsets inside are exactly those of the batches whose sends it holds. Any
 failure before the commit aborts it; the session ends and the next one resumes from the
 committed offsets, so the aborted batches are processed again and their alerts appear once.
+Every send's future is checked after the flush, before the offsets join: kafka-python
+(3.0.12) fails a batch whose retriable error ran out of time, or that was in flight at an
+epoch bump, without making the transaction abortable, so ``commit_transaction`` alone
+would commit the offsets of an alert that was never written.
 
 Fencing zombies (a replica that paused, lost its partitions and wakes up):
 - The group's generation (KIP-447, Kafka 2.5+). The offsets carry the consumer's group
