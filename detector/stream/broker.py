@@ -253,6 +253,9 @@ class EmbeddedBroker(LocalBroker):
 
     name = "tansu"
 
+    def describe(self) -> str:
+        return f"Tansu on {self.bootstrap_servers}"
+
     def _launch(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         url = f"tcp://127.0.0.1:{self.port}"
         return subprocess.Popen(
