@@ -202,7 +202,9 @@ def main() -> None:
         latency = {m: run_latency(settings, m, args.rate, args.latency_s) for m in MODES}
 
         name = broker.describe() if broker else args.bootstrap
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
         print(f"\nexactly-once cost on {name}, {args.events:,} events x {args.reps} reps")
+        print(f"(load average {load} on {os.cpu_count()} cores: a shared machine)")
         print(f"{'mode':14s} {'ev/s (median)':>14s} {'p50 ms':>8s} {'p99 ms':>8s}  at")
         for m in MODES:
             lat = latency[m]
