@@ -195,8 +195,18 @@ class LocalBroker:
         os.killpg(self._proc.pid, sig)
 
     def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered.
+
+        Returns once the kernel shows the process stopped, so what follows meets a frozen broker.
+        """
         self._signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.pid}/stat")
+        deadline = time.monotonic() + 5.0
+        while stat.exists() and time.monotonic() < deadline:
+            # The state follows the parenthesised command name: "T" is stopped.
+            if stat.read_text().rsplit(")", 1)[-1].split()[0] == "T":
+                return
+            time.sleep(0.01)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
