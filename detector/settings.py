@@ -35,6 +35,8 @@ CovarianceType = Literal["full", "tied", "diag", "spherical"]
 DriftTest = Literal["alert_rate", "mean_log_likelihood", "psi"]
 _DISTRIBUTION_TESTS: tuple[DriftTest, ...] = ("mean_log_likelihood", "psi")
 _ALL_COVARIANCE_TYPES: tuple[CovarianceType, ...] = ("full", "tied", "diag", "spherical")
+# Points of an exactly-once transaction where a test can kill the service (delivery.py).
+CrashPoint = Literal["in_transaction", "before_offsets", "before_commit", "after_commit"]
 
 
 class _Section(BaseModel):
@@ -326,12 +328,58 @@ class KafkaSettings(_Section):
     reconnect_backoff_max_ms: int = Field(
         10_000, ge=50, description="Longest back-off between reconnect attempts."
     )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: after a crash or rebalance some alerts repeat, with the same alert_id (consumers de-duplicate). exactly_once: each batch's alerts, dead letters and input offsets commit in one Kafka transaction, so a consumer reading the alerts with isolation.level=read_committed sees each alert once; needs Apache Kafka 2.5+ and acks = 'all', costs throughput and latency (README).",
+    )
+    transactional_id: str | None = Field(
+        None,
+        min_length=1,
+        description="exactly_once: this replica's transactional id, unique among live replicas and stable across its restarts (a StatefulSet pod name), so a restart aborts what its predecessor left open at once; unset = '<group_id>-<hostname>'.",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1_000,
+        le=900_000,
+        description="exactly_once: the broker aborts a transaction left open this long by a replica that died and did not come back under its id; its partitions wait that long. At most the broker's transaction.max.timeout.ms (15 min by default).",
+    )
+    test_crash_point: CrashPoint | None = Field(
+        None,
+        description="Tests only (exactly_once): the service kills itself with SIGKILL at this point of a transaction, to show a crash there repeats and loses nothing.",
+    )
+    test_crash_after_transactions: int = Field(
+        0,
+        ge=0,
+        description="Tests only: with test_crash_point, transactions committed before the one whose crash point kills the process.",
+    )
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError(
                 f"security_protocol = {self.security_protocol} needs kafka.sasl_mechanism"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _delivery_possible(self) -> KafkaSettings:
+        if self.delivery == "exactly_once":
+            if self.acks != "all":
+                raise ValueError(
+                    f"delivery = 'exactly_once' needs acks = 'all' (got {self.acks!r}): a "
+                    "transactional producer is idempotent, and idempotence needs every "
+                    "in-sync replica's acknowledgement"
+                )
+            if self.transaction_timeout_ms <= self.commit_interval_ms:
+                raise ValueError(
+                    f"delivery = 'exactly_once' needs transaction_timeout_ms "
+                    f"({self.transaction_timeout_ms}) above commit_interval_ms "
+                    f"({self.commit_interval_ms}): a transaction stays open at least that long"
+                )
+        elif self.test_crash_point is not None:
+            raise ValueError(
+                f"test_crash_point = {self.test_crash_point!r} is a point of a transaction: "
+                "it needs delivery = 'exactly_once'"
             )
         return self
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
+from kafka.structs import ConsumerGroupMetadata
 
 from detector.settings import Settings
 from detector.stream.fetcher import (
@@ -86,6 +87,7 @@ class ProcessFetcher:
     def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
         self.handler = handler
         self._status = FetchStatus()
+        self._group = ConsumerGroupMetadata(settings.kafka.group_id)  # unjoined until assigned
         self._results: list[CommitResult] = []
         self._tickets = 0
         self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
@@ -174,6 +176,10 @@ class ProcessFetcher:
     def status(self) -> FetchStatus:
         return self._status
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        # The generation changes only at an assignment, and the child reports it just before.
+        return self._group
+
     def close(self) -> None:
         with contextlib.suppress(FetcherError):
             self._send("stop", None)
@@ -211,6 +217,8 @@ class ProcessFetcher:
             self.handler.on_assigned(payload)
         elif kind == "status":
             self._status = payload
+        elif kind == "group":
+            self._group = payload
         elif kind == "commit_result":
             self._results.append(payload)
         elif kind == "error":
@@ -340,6 +348,8 @@ class _Child:
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         if not self.service_gone:
+            assert self.fetcher is not None
+            self.send("group", self.fetcher.group_metadata())
             self.send("assigned", partitions)
 
     def serve(self) -> None:

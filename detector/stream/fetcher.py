@@ -32,11 +32,12 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from detector.errors import DetectorError
 from detector.settings import KafkaSettings, Settings
 from detector.stream.clients import make_consumer
+from detector.stream.delivery import consumer_overrides
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,10 @@ class Fetcher(Protocol):
 
     def status(self) -> FetchStatus: ...
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The consumer's group membership, for offsets sent in a transaction (KIP-447)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -200,7 +205,7 @@ class ConsumerFetcher:
 
     def __init__(self, cfg: KafkaSettings, handler: RebalanceHandler) -> None:
         self.cfg = cfg
-        self.consumer: KafkaConsumer = make_consumer(cfg)
+        self.consumer: KafkaConsumer = make_consumer(cfg, **consumer_overrides(cfg))
         self.held: dict[TopicPartition, str] = {}  # paused on undecodable records: why
         self._held_until: dict[TopicPartition, float] = {}
         self._deferred: dict[TopicPartition, int] | None = None  # sync commit inside a revocation
@@ -362,6 +367,9 @@ class ConsumerFetcher:
             if position is not None:
                 out[tp] = max(0, high - position)
         return out
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.consumer.group_metadata()
 
     def close(self) -> None:
         # Leaves the group: the partitions move to another replica at once.

@@ -13,6 +13,9 @@ in batch order, so the loop never blocks on a round trip while the promise still
 offsets move past a batch only when all of its sends (and all earlier batches') are done.
 A failed send ends the session without committing; the next session resumes from the
 last committed offsets, so the batch is processed again.
+
+With ``kafka.delivery = "exactly_once"`` the commit step is a Kafka transaction instead:
+the batches' alerts, dead letters and offsets commit together (``detector.stream.delivery``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from detector.registry.store import ModelRegistry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
 from detector.stream.clients import make_producer
+from detector.stream.delivery import Transactions, exactly_once
 from detector.stream.fetcher import (
     Fetcher,
     FetcherError,
@@ -153,6 +157,7 @@ class DetectorService:
         self._next_commit = 0.0
         self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
+        self._transactions: Transactions | None = None  # kafka.delivery = "exactly_once"
         self.consumed = 0
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
         self._joining = True  # between a revocation (or the start) and the next assignment
@@ -262,7 +267,11 @@ class DetectorService:
         self.health.held = {}
         try:
             check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
-            self._producer = make_producer(cfg)
+            if exactly_once(cfg):
+                self._transactions = Transactions(cfg)
+                self._producer = self._transactions.producer
+            else:
+                self._producer = make_producer(cfg)
             self._session_connected = True
             self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
             self._next_broker_check = time.monotonic() + BROKER_CHECK_IDLE_S
@@ -336,6 +345,9 @@ class DetectorService:
     def _close(self) -> None:
         fetcher, producer = self._fetcher, self._producer
         self._fetcher, self._producer = None, None
+        if self._transactions is not None:
+            self._transactions.close(self.settings.service.shutdown_grace_s)
+            self._transactions = None
         self.health.connected = False
         self.health.reason = "session closing"
         self.health.partitions = 0
@@ -387,7 +399,7 @@ class DetectorService:
         with self._stage("observe"):
             for observer in self.observers:
                 try:
-                    futures.extend(observer(scored_batch, self._producer))
+                    futures.extend(observer(scored_batch, self._advisory_producer))
                 except Exception:
                     # Drift and sampling are advisory: a failure there must not stop scoring.
                     self.metrics.observer_errors.inc()
@@ -465,6 +477,9 @@ class DetectorService:
         commit that waits a few ms only widens what a crash would redeliver.
         """
         self._take_commit_results()
+        if self._transactions is not None:
+            self._commit_transaction(force=False)
+            return
         while self._pending and self._pending[0].done():
             head = self._pending.popleft()
             head.raise_if_failed()
@@ -520,6 +535,9 @@ class DetectorService:
         """Wait for every send in flight, then commit all processed offsets synchronously."""
         if self._producer is None or self._fetcher is None:
             return
+        if self._transactions is not None:
+            self._commit_transaction(force=True)
+            return
         with self._stage("drain"):
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
             self._take_commit_results()
@@ -550,6 +568,36 @@ class DetectorService:
         self.metrics.commits.inc()
         self.metrics.last_commit.set_to_current_time()
         return ticket
+
+    def _commit_transaction(self, force: bool) -> None:
+        """exactly_once: every processed batch's sends and offsets, one transaction.
+
+        ``detector.stream.delivery`` says what it holds and how zombies are fenced.
+        """
+        assert self._transactions is not None and self._fetcher is not None
+        if not self._pending or not (force or self._transactions.due()):
+            self._update_uncommitted_since()
+            return
+        try:
+            with self._stage("commit"):
+                self._transactions.commit(self._pending, self._fetcher.group_metadata())
+        except BaseException:
+            # The aborted batches come again: per-entity state must not have seen them.
+            self.cooldown = Cooldown(self.settings.service.alert_cooldown_s)
+            if self.temporal is not None:
+                self.temporal.reset()
+            raise
+        self.metrics.commits.inc()
+        self.metrics.last_commit.set_to_current_time()
+        self._update_uncommitted_since()  # /readyz's commit age: the transaction took them
+
+    @property
+    def _advisory_producer(self) -> KafkaProducer:
+        """Samples and drift events: outside the transaction (``detector.stream.delivery``)."""
+        if self._transactions is not None and self._transactions.advisory is not None:
+            return self._transactions.advisory
+        assert self._producer is not None
+        return self._producer
 
     # -- rebalances (the fetcher calls these) --------------------------------------------
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
@@ -670,7 +718,7 @@ class DetectorService:
         # Every loop turn, idle ones included, so the verdict does not wait for traffic;
         # the monitor rate-limits itself. Drift events are advisory: not tied to offsets.
         try:
-            self.drift.evaluate(self._producer)
+            self.drift.evaluate(self._advisory_producer if self._producer else None)
         except Exception:
             self.metrics.observer_errors.inc()
             log.exception("drift evaluation failed; scoring continues")
