@@ -1,4 +1,4 @@
-"""Integration fixtures: one real broker per test session, Apache Kafka or Tansu.
+"""Broker fixtures for the real-broker tests (integration, deploy): one broker per session, Apache Kafka or Tansu.
 
 ``DETECTOR_TEST_BROKER=kafka|tansu`` chooses; unset, Apache Kafka runs where java 17+ is
 present and its jars are cached or mvn can fetch them, Tansu otherwise. The header of the
