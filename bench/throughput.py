@@ -145,6 +145,15 @@ def tree_rss_mb(process: psutil.Process) -> tuple[float, float]:
     return total / 2**20, own / 2**20
 
 
+def tree_fds(process: psutil.Process) -> int:
+    """Open file descriptors of a service process and its fetch process (sockets, pipes)."""
+    total = process.num_fds()
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += child.num_fds()
+    return int(total)
+
+
 def consumer_for(bootstrap: str, topic: str) -> KafkaConsumer:
     c = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -355,6 +364,7 @@ def run_latency(
     names = FEATURE_NAMES
     rss: list[tuple[float, float]] = []  # (s since start, both processes' RSS MB)
     rss_main: list[tuple[float, float]] = []  # the service process alone
+    fds: list[tuple[float, int]] = []  # (s since start, open fds of both processes)
     start = time.perf_counter()
     next_rss = start
     start_ms = time.time() * 1000.0
@@ -391,6 +401,8 @@ def run_latency(
             t_s, (both_mb, main_mb) = time.perf_counter() - start, tree_rss_mb(ps)
             rss.append((t_s, both_mb))
             rss_main.append((t_s, main_mb))
+            with contextlib.suppress(psutil.NoSuchProcess):
+                fds.append((t_s, tree_fds(ps)))
             next_rss += 1.0
         time.sleep(0.001)
     for p in paused:  # the run ended within the pause
@@ -468,6 +480,10 @@ def run_latency(
             [(t, r) for t, r in rss if t >= duration_s / 2]
         ),
         "rss_mb_last": rss[-1][1] if rss else None,
+        # A leak of sockets or pipes shows as a climbing count; a steady one is flat.
+        "open_fds_at_60s": _rss_at([(t, float(n)) for t, n in fds], 60.0),
+        "open_fds_last": fds[-1][1] if fds else None,
+        "open_fds_max": max((n for _, n in fds), default=None),
     }
 
 
@@ -676,9 +692,15 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"**RSS (service + fetch process): {lat['rss_mb_at_60s']:.1f} MB after 1 min, "
-                f"{_f(lat['rss_mb_at_300s'])} MB after 5 min; slope over the second half of the soak "
+                f"{_f(lat['rss_mb_at_300s'])} MB after 5 min, {_f(lat['rss_mb_last'])} MB at {lat['duration_s']:.0f} s; "
+                f"slope over the second half of the soak "
                 f"{slope:+.2f} MB/min; target no growth (|slope| < {RSS_SLOPE_LIMIT_MB_PER_MIN} MB/min): {verdict}**",
             ]
+            if lat.get("open_fds_last") is not None:
+                lines.append(
+                    f"**Open file descriptors (service + fetch process): {_f(lat['open_fds_at_60s'])} "
+                    f"after 1 min, {lat['open_fds_last']} at the end (max {lat['open_fds_max']})**"
+                )
     return "\n".join(lines) + "\n"
 
 
