@@ -200,6 +200,22 @@ class _Listener(AsyncConsumerRebalanceListener):
         self.handler.on_lost(partitions)
 
 
+def _await_topic_metadata(consumer: KafkaConsumer, topic: str, timeout_s: float) -> None:
+    """Have the input topic's partitions in this consumer's metadata before it joins.
+
+    A group leader assigns from its own metadata: a topic created moments before (a new
+    deployment, every test) may not be there yet, and kafka-python then hands out an empty
+    assignment that no later metadata update corrects (seen on Apache Kafka: the group sat
+    on zero partitions for minutes). Asking for the topic's partitions fetches it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if consumer.partitions_for_topic(topic):
+            return
+        time.sleep(0.2)
+    log.warning("input topic %s not found on the cluster yet; joining the group anyway", topic)
+
+
 class ConsumerFetcher:
     """The Kafka consumer itself: used in-process, and by the fetch process."""
 
@@ -213,6 +229,7 @@ class ConsumerFetcher:
         self._results: deque[CommitResult] = deque()  # appended on kafka-python's IO thread
         self._commit_failing = False
         try:
+            _await_topic_metadata(self.consumer, cfg.input_topic, cfg.bootstrap_timeout_ms / 1000.0)
             self.consumer.subscribe([cfg.input_topic], listener=_Listener(self, handler))
         except Exception:
             self.consumer.close(autocommit=False)
