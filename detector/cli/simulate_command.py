@@ -11,7 +11,6 @@ retraining window and latency dashboards mean something.
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from detector.demo.fleet import (
     stream_events,
     write_csv,
 )
-from detector.errors import BrokerUnavailableError, ConfigError
+from detector.errors import ConfigError
 from detector.logs import setup_logging
 from detector.settings import Settings
 from detector.stream.reach import check_reachable
@@ -96,36 +95,10 @@ def send(
     stop: dict[str, bool],
 ) -> int:
     """Send paced at ``rate`` events/s (key = entity) until ``limit`` or a signal."""
-    from kafka.errors import KafkaError
+    from detector.cli.topic_commands import send_paced
 
-    from detector.stream.clients import make_producer
-
-    try:
-        producer = make_producer(settings.kafka)
-    except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"cannot reach {settings.kafka.bootstrap_servers}: {type(exc).__name__}; "
-            "check kafka.bootstrap_servers (--bootstrap) and the listener it advertises"
-        ) from None
-    sent = 0
-    started = time.monotonic()
-    try:
-        for event in events:
-            if stop["flag"] or (limit is not None and sent >= limit):
-                break
-            producer.send(topic, event.raw, key=event.entity.encode())
-            sent += 1
-            ahead_s = sent / rate - (time.monotonic() - started)
-            if ahead_s > 0:
-                time.sleep(ahead_s)
-        producer.flush(timeout=settings.kafka.request_timeout_ms / 1000.0)
-    except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"sending to {topic} failed after {sent} events: {type(exc).__name__}: {exc}"
-        ) from None
-    finally:
-        producer.close(timeout=5)
-    return sent
+    records = ((e.raw, e.entity.encode()) for e in events)
+    return send_paced(settings, topic, records, rate=rate, limit=limit, stop=lambda: stop["flag"])
 
 
 @app.command()

@@ -12,7 +12,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,33 +117,52 @@ def _send(
     limit: int | None,
     rate: float | None,
 ) -> int:
+    key_name = settings.event.entity_key
+    _check_reachable(settings)
+    records = (
+        (orjson.dumps(e), str(e[key_name]).encode() if e.get(key_name) is not None else None)
+        for e in events
+    )
+    return send_paced(settings, topic, records, rate=rate, limit=limit)
+
+
+def send_paced(
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes | None]],
+    *,
+    rate: float | None,
+    limit: int | None,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Send ``(value, key)`` records, at most ``rate`` a second, until ``limit`` or ``stop()``.
+
+    One send loop for `produce` and `simulate`: a broker error is a BrokerUnavailableError
+    saying how far it got, never a traceback.
+    """
     from kafka.errors import KafkaError
 
     from detector.stream.clients import make_producer
 
-    key_name = settings.event.entity_key
-    _check_reachable(settings)
     try:
         producer = make_producer(settings.kafka)
     except KafkaError as exc:
         raise BrokerUnavailableError(
-            f"cannot reach {settings.kafka.bootstrap_servers}: {type(exc).__name__}"
+            f"cannot reach {settings.kafka.bootstrap_servers}: {type(exc).__name__}; "
+            "check kafka.bootstrap_servers (--bootstrap) and the listener it advertises"
         ) from None
     sent = 0
     started = time.monotonic()
     try:
-        for event in events:
-            key = event.get(key_name)
-            producer.send(
-                topic, orjson.dumps(event), key=str(key).encode() if key is not None else None
-            )
+        for value, key in records:
+            if stop() or (limit is not None and sent >= limit):
+                break
+            producer.send(topic, value, key=key)
             sent += 1
             if rate is not None:
                 ahead_s = sent / rate - (time.monotonic() - started)
                 if ahead_s > 0:
                     time.sleep(ahead_s)
-            if limit is not None and sent >= limit:
-                break
         producer.flush(timeout=settings.kafka.request_timeout_ms / 1000.0)
     except KafkaError as exc:
         raise BrokerUnavailableError(
