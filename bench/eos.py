@@ -35,10 +35,10 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.throughput import FEATURE_NAMES, encode_events, run_service, sample
+from bench.throughput import FEATURE_NAMES, bench_settings, encode_events, run_service, sample
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
-from detector.settings import Settings, load_settings
+from detector.settings import Settings
 from detector.stream.broker import EmbeddedBroker, LocalBroker
 from detector.stream.clients import ensure_topics
 
@@ -168,18 +168,7 @@ def main() -> None:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="detector-bench-eos-"))
         topic = f"eos-events-{uuid.uuid4().hex[:6]}"
-        settings = load_settings(
-            overrides={
-                "registry": {"path": str(workdir / "models")},
-                "kafka": {
-                    "bootstrap_servers": bootstrap,
-                    "input_topic": topic,
-                    "session_timeout_ms": SESSION_TIMEOUT_MS,
-                },
-                "service": {"metrics_port": 0, "log_level": "WARNING"},
-            },
-            environ={},
-        )
+        settings = bench_settings(bootstrap, topic, workdir)
         xt, _ = sample(30_000, seed=1)
         ModelRegistry(settings.registry).publish(
             train([dict(zip(FEATURE_NAMES, r, strict=True)) for r in xt.tolist()], settings)

@@ -754,6 +754,22 @@ def _f(v: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def bench_settings(bootstrap: str, topic: str, workdir: Path) -> Settings:
+    """The benches' settings: a fresh registry under ``workdir``, ``topic`` as input."""
+    return load_settings(
+        overrides={
+            "registry": {"path": str(workdir / "models")},
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": topic,
+                "session_timeout_ms": SESSION_TIMEOUT_MS,
+            },
+            "service": {"metrics_port": 0, "log_level": "WARNING"},
+        },
+        environ={},
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -799,18 +815,7 @@ def main() -> None:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="detector-bench-"))
         topic = f"bench-events-{uuid.uuid4().hex[:6]}"
-        settings = load_settings(
-            overrides={
-                "registry": {"path": str(workdir / "models")},
-                "kafka": {
-                    "bootstrap_servers": bootstrap,
-                    "input_topic": topic,
-                    "session_timeout_ms": SESSION_TIMEOUT_MS,
-                },
-                "service": {"metrics_port": 0, "log_level": "WARNING"},
-            },
-            environ={},
-        )
+        settings = bench_settings(bootstrap, topic, workdir)
         print("training the model on 50,000 normal rows ...", flush=True)
         xt, _ = sample(50_000, seed=1)
         names = FEATURE_NAMES
