@@ -23,7 +23,7 @@ from detector.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings
 
 HEADER = """\
 # detector: default configuration. Every key, its default and what is allowed.
-# Generated from detector/settings.py (detector.settings_doc.render_default_toml);
+# Generated from detector/settings/ (detector.settings_doc.render_default_toml);
 # a test keeps this file and the code equal. Copy it, keep what you change.
 #
 # Precedence: CLI flags > environment (DETECTOR_SECTION__KEY, e.g.

@@ -120,7 +120,7 @@ def test_every_environment_variable_in_deploy_is_a_setting() -> None:
     unknown = sorted(
         n for n in names - {CONFIG_FILE_ENV} if not exists_in_settings(setting_path(n))
     )
-    assert not unknown, f"not settings (see detector/settings.py): {unknown}"
+    assert not unknown, f"not settings (see detector/settings/): {unknown}"
     # And the check can fail
     assert not exists_in_settings(setting_path("DETECTOR_SERVICE__METRICS_PROT"))
 
