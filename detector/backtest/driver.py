@@ -58,7 +58,7 @@ class Split:
                 )
             return k
         fraction = self.fraction if self.fraction is not None else DEFAULT_TRAIN_FRACTION
-        k = int(round(n * fraction))
+        k = round(n * fraction)
         if not 0 < k < n:
             raise DataError(f"--train-fraction {fraction}: leaves no rows to train on or stream")
         return k

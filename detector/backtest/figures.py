@@ -191,9 +191,7 @@ def delay_summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(
-    stream: Stream, replay: Replay, n_windows: int, by: str = "auto"
-) -> dict[str, Any]:
+def summarize(stream: Stream, replay: Replay, n_windows: int, by: str = "auto") -> dict[str, Any]:
     """The backtest's JSON, without the run's settings (the caller adds those)."""
     by = window_by(stream.times_ms, n_windows, by)
     scored = np.isfinite(replay.log_likelihood)

@@ -125,21 +125,10 @@ def detect_time_column(path: Path, settings: Settings, asked: str | None) -> str
     for name in candidates:
         cells = [r.get(name) for r in head]
         read = [_time_ms(c) for c in cells]
-        numeric = all(_is_number(c) for c in cells if c)
-        # A column of small numbers ("time" = seconds since start, 0, 1, 2...) is a clock
-        # too; a column of text that is not times is not.
+        # Numbers count too ("time" = epoch seconds); text that is not times does not.
         if read and sum(t is not None for t in read) >= (1 - MAX_BAD_TIME_SHARE) * len(read):
-            if numeric or any(t is not None for t in read):
-                return name
+            return name
     return None
-
-
-def _is_number(cell: str | None) -> bool:
-    try:
-        float(cell or "")
-    except ValueError:
-        return False
-    return True
 
 
 def read_stream(
@@ -153,6 +142,7 @@ def read_stream(
     if not p.exists():
         raise DataError(f"{p} does not exist")
     jsonl = p.suffix.lower() in (".jsonl", ".ndjson", ".json")
+    column: str | None
     if jsonl:
         table = read_table(p, settings, label_column)
         column = settings.event.time_key
@@ -194,7 +184,7 @@ def _to_stream(
             ti = times[i]
             if ti is None:
                 ti = last
-            t[i] = ti
+            t[i] = ti if ti is not None else 0
             last = ti
     order = np.array(keep, dtype=np.int64)
     backwards = int(np.sum(np.diff(t[order]) < 0)) if order.size > 1 else 0
