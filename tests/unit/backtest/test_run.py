@@ -142,7 +142,7 @@ def test_rows_stream_in_event_time_order_whatever_the_file_order(tmp_path: Path)
 def test_a_time_column_of_text_stops_with_the_column_and_examples(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("x,when\n" + "".join(f"{i},soon\n" for i in range(20)))
-    with pytest.raises(DataError, match="'when'.*line 2: 'soon'.*--time-column none"):
+    with pytest.raises(DataError, match=r"'when'.*line 2: 'soon'.*--time-column none"):
         read_stream(path, load_settings(None), None, time_column="when")
 
 
