@@ -210,8 +210,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     backtests = [ds["backtest"] for ds in report["datasets"] if ds.get("backtest")]
-    if report.get("synthetic_backtest"):
-        backtests.append(report["synthetic_backtest"])
+    backtests += report.get("synthetic_backtest") or []
     if backtests:
         from bench.backtest_quality import markdown as backtest_markdown
 

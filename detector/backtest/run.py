@@ -6,8 +6,9 @@
       -> DriftMonitor               observe + evaluate, rate-limited in event seconds
       -> RetrainSchedule            schedule and drift trigger on the event-time clock
       -> retrain_once               window (count and age by event time), fit, gate, publish
-      -> reload                     the promoted version scores from the first batch at least
-                                    service.reload_interval_s of event time after promotion
+      -> reload                     the promoted version scores from the first batch that starts
+                                    service.reload_interval_s of event time after promotion (a
+                                    later promotion before then replaces it: CURRENT is loaded)
 
 Nothing here reads the wall clock for a decision: the clock is the newest event time seen
 (``EventClock``), so a year of history replays in minutes and the same file gives the same
@@ -160,6 +161,12 @@ class Backtest:
         for start in range(0, n, size):
             stop = min(n, start + size)
             batch_times = stream.times_ms[start:stop]
+            # The service reloads between batches: a promoted version scores from the first
+            # batch that starts service.reload_interval_s of event time after the promotion.
+            if pending is not None and batch_times[0] >= pending[1]:
+                clock.advance(float(batch_times[0]))
+                scorer, state.temporal = self._reload(pending[0], scorer, state, out, clock)
+                pending = None
             clock.advance(float(batch_times[-1]))
             records = RecordSlice(
                 [self.plan.topic] * (stop - start),
@@ -190,9 +197,6 @@ class Backtest:
                 if record["outcome"] == "promoted":
                     at = clock.ms() + s.service.reload_interval_s * 1000.0
                     pending = (record["version"], at)
-            if pending is not None and clock.ms() >= pending[1]:
-                scorer, state.temporal = self._reload(pending[0], scorer, state, out, clock)
-                pending = None
             if self.progress is not None:
                 self.progress(stop, n, f"model ...{scorer.version[-6:]}")
         return out
