@@ -18,7 +18,8 @@ the user's.
 
 Records get the topic ``kafka.input_topic``, partition 0 and offsets 0, 1, 2... in stream
 order: the coordinates they would have if produced in that order to a one-partition topic,
-so the alert ids are the ones the live service gives the same events.
+so the alert ids are the ones the live service gives the same events. A stream read from
+a topic (``detector.backtest.topic``) keeps its records' own coordinates.
 """
 
 from __future__ import annotations
@@ -168,14 +169,19 @@ class Backtest:
                 scorer, state.temporal = self._reload(pending[0], scorer, state, out, clock)
                 pending = None
             clock.advance(float(batch_times[-1]))
-            records = RecordSlice(
-                [self.plan.topic] * (stop - start),
-                [0] * (stop - start),
-                list(range(start, stop)),
-                batch_times.tolist(),
-                stream.keys[start:stop],
-                list(stream.raws[start:stop]),
-            )
+            values: list[bytes | None] = list(stream.raws[start:stop])
+            if stream.coordinates is not None:
+                t, p, o, ts = (list(c) for c in zip(*stream.coordinates[start:stop], strict=True))
+                records = RecordSlice(t, p, o, ts, stream.keys[start:stop], values)
+            else:
+                records = RecordSlice(
+                    [self.plan.topic] * (stop - start),
+                    [0] * (stop - start),
+                    list(range(start, stop)),
+                    batch_times.tolist(),
+                    stream.keys[start:stop],
+                    values,
+                )
             outcome = process(records, scorer, state, now_ms=clock.ms())
             self._record(out, outcome, start, scorer)
             sb = outcome.scored

@@ -60,6 +60,9 @@ class Stream:
     out_of_order_rows: int = 0
     invalid_rows: int = 0  # JSON lines that are not events (left out, counted)
     notes: dict[str, str] = field(default_factory=dict)
+    # Read from a topic: each record's (topic, partition, offset, timestamp ms), so alert ids
+    # are the live service's. None for a file (offsets are then positions in the stream).
+    coordinates: list[tuple[str, int, int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.raws)
@@ -75,6 +78,7 @@ class Stream:
             self.file_rows[start:stop],
             self.time_column,
             notes=self.notes,
+            coordinates=None if self.coordinates is None else self.coordinates[start:stop],
         )
 
 

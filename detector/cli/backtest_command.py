@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -33,7 +33,9 @@ from detector.logs import setup_logging
 
 @app.command()
 def backtest(
-    data: Annotated[Path, typer.Argument(help="CSV or JSON-lines file, in any row order.")],
+    data: Annotated[
+        Path | None, typer.Argument(help="CSV or JSON-lines file, in any row order.")
+    ] = None,
     label_column: Annotated[
         str | None,
         typer.Option("--label-column", "-l", help="Column with 0 normal / 1 anomaly (optional)."),
@@ -84,6 +86,20 @@ def backtest(
     alerts_out: Annotated[
         Path | None, typer.Option("--alerts", help="Write the alerts as JSON lines; - for stdout.")
     ] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option("--topic", help="Read the stream from this topic instead of a file."),
+    ] = None,
+    from_time: Annotated[
+        str | None, typer.Option(help="With --topic: records stamped from this time on.")
+    ] = None,
+    to_time: Annotated[
+        str | None, typer.Option(help="With --topic: records stamped up to this time.")
+    ] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)."),
+    ] = None,
     model_dir: ModelDirOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
@@ -99,7 +115,6 @@ def backtest(
     from detector.backtest.driver import Split, run_backtest
     from detector.backtest.run import Plan
     from detector.backtest.source import read_stream
-    from detector.events import parse_time_ms
     from detector.registry.store import ModelRegistry
 
     to_stdout = [p for p in (json_out, alerts_out) if p is not None and str(p) == "-"]
@@ -112,7 +127,11 @@ def backtest(
             raise UsageError(f"--window-by {window_by!r}: choose auto, time or rows")
         for path, option in ((json_out, "--json"), (report, "--report"), (alerts_out, "--alerts")):
             check_output(path, option)
-        settings = settings_for(config, model_dir=model_dir)
+        if (data is None) == (topic is None):
+            raise UsageError("give a DATA file or --topic TOPIC (one of them)")
+        if topic is None and (from_time or to_time):
+            raise UsageError("--from-time and --to-time read a topic: add --topic")
+        settings = settings_for(config, model_dir=model_dir, kafka__bootstrap_servers=bootstrap)
         # Drift events and retrains are in the report: log lines only for errors.
         setup_logging(settings.service.log_format, "ERROR")
         every_s = (
@@ -127,17 +146,18 @@ def backtest(
             retrain_on_drift=retrain_on_drift and not no_retrain,
         )
         label = label_column or settings.training.label_column
-        stream = read_stream(data, settings, label, time_column)
+        if topic is not None:
+            stream = _read_topic(settings, topic, from_time, to_time)
+        else:
+            assert data is not None
+            stream = read_stream(data, settings, label, time_column)
         if label is None:
             _warn_unnamed_label(stream.rows[0] if stream.rows else {})
         split = None
         if train_rows is not None:
             split = Split(rows=train_rows)
         elif train_until is not None:
-            value: object = train_until
-            with contextlib.suppress(ValueError):
-                value = float(train_until)
-            split = Split(until_ms=parse_time_ms(value, "--train-until"))
+            split = Split(until_ms=_time_option(train_until, "--train-until"))
         elif train_fraction is not None:
             split = Split(fraction=train_fraction)
         source = None
@@ -156,7 +176,7 @@ def backtest(
                 progress=update,
             )
         summary = result.summary
-        summary["data"] = str(data)
+        summary["data"] = str(data) if data is not None else f"topic {topic}"
         if json_out is not None and str(json_out) != "-":
             json_out.write_text(json.dumps(summary, indent=2, default=str))
         if alerts_out is not None and str(alerts_out) != "-":
@@ -177,6 +197,35 @@ def backtest(
         print_backtest(summary, console)
     if report is not None:
         console.print(f"report written to {report}")
+
+
+def _time_option(text: str, option: str) -> float:
+    """ISO 8601 or an epoch number (seconds or ms), as events carry them."""
+    from detector.errors import BadEventError
+    from detector.events import parse_time_ms
+
+    value: object = text
+    with contextlib.suppress(ValueError):
+        value = float(text)
+    try:
+        return parse_time_ms(value, option)
+    except BadEventError as exc:
+        raise UsageError(exc.message) from None
+
+
+def _read_topic(settings: Any, topic: str, from_time: str | None, to_time: str | None) -> Any:
+    from detector.backtest.topic import read_topic
+    from detector.cli.checks import check_kafka
+    from detector.stream.reach import check_reachable
+
+    check_kafka(settings)
+    check_reachable(settings.kafka.bootstrap_servers, settings.kafka.bootstrap_timeout_ms / 1e3)
+    return read_topic(
+        settings,
+        topic,
+        _time_option(from_time, "--from-time") if from_time else None,
+        _time_option(to_time, "--to-time") if to_time else None,
+    )
 
 
 def _warn_unnamed_label(row: dict[str, object]) -> None:

@@ -3,7 +3,8 @@
 One labelled CSV goes both ways: `detector produce` -> `detector run` (a real process on a
 real broker, the model fixed, no retrainer) -> the alerts topic; and `detector backtest
 --model current --no-retrain --alerts`. The two sets of alerts must match on id, entity,
-severity, log-likelihood and model version, with the per-entity cooldown on.
+severity, log-likelihood and model version, with the per-entity cooldown on. The same history read back from the input topic
+(`detector backtest --topic`) gives them too.
 """
 
 from __future__ import annotations
@@ -146,3 +147,25 @@ def test_backtest_alerts_equal_the_live_services_for_the_same_events(
     summary = orjson.loads((tmp_path / "backtest.json").read_bytes())
     assert summary["overall"]["alerts"] == len(live)
     assert summary["retrains"] == []
+
+    # When the same history is backtested straight from the input topic
+    from_topic = tmp_path / "topic-alerts.jsonl"
+    again = detector(
+        env,
+        "backtest",
+        "--topic",
+        topics["INPUT_TOPIC"],
+        "--model",
+        "current",
+        "--no-retrain",
+        "--alerts",
+        str(from_topic),
+        "-q",
+    )
+    assert again.returncode == 0, again.stderr
+    # Then its alerts are the live ones too, source coordinates included
+    replayed = [orjson.loads(line) for line in from_topic.read_text().splitlines()]
+    assert sorted(map(essentials, replayed)) == sorted(map(essentials, live))
+    assert sorted(a["source"]["timestamp_ms"] for a in replayed) == sorted(
+        a["source"]["timestamp_ms"] for a in live
+    )
