@@ -50,7 +50,10 @@ def _scores_figure(result: Result) -> Figure:
     fig, ax = plt.subplots(figsize=(12, 5))
     for w in s.get("anomaly_windows", []):
         ax.axvspan(at(w["start_ms"]), at(w["end_ms"]) + 1e-9, color="#f0c000", alpha=0.25, lw=0)
-    floor = float(min(b["threshold_critical"] for b in r.batches)) - 30.0
+    # Clipped 25 below the lowest warning threshold: a fault at -500, or a retrained model's
+    # critical threshold calibrated on a small window's extreme tail, would squash the band
+    # where normal scores and the thresholds live (as in the demo's page).
+    floor = float(min(b["threshold_warning"] for b in r.batches)) - 25.0
     flagged = r.severity > 0
     ax.scatter(x[keep & ~flagged], np.maximum(ll[keep & ~flagged], floor), s=2, c="#8aa", alpha=0.4)
     ax.scatter(x[keep & flagged], np.maximum(ll[keep & flagged], floor), s=4, c="#c33", alpha=0.5)

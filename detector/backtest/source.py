@@ -77,6 +77,10 @@ class Stream:
             self.rows[start:stop],
             self.file_rows[start:stop],
             self.time_column,
+            # What reading the file found describes the file, whichever part is streamed.
+            times_filled=self.times_filled,
+            out_of_order_rows=self.out_of_order_rows,
+            invalid_rows=self.invalid_rows,
             notes=self.notes,
             coordinates=None if self.coordinates is None else self.coordinates[start:stop],
         )
