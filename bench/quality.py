@@ -62,7 +62,7 @@ def figures(
     }
 
 
-def run_dataset(folder: Path, settings: Settings) -> dict[str, Any]:
+def run_dataset(folder: Path, settings: Settings, with_backtest: bool = True) -> dict[str, Any]:
     tr = read_table(folder / "train.csv", settings, "label")
     te = read_table(folder / "test.csv", settings, "label")
     assert te.labels is not None
@@ -174,7 +174,13 @@ def run_dataset(folder: Path, settings: Settings) -> dict[str, Any]:
         results.append(
             figures("River HalfSpaceTrees", s, y, cal_scores, f, time.perf_counter() - t0)
         )
+    backtest = None
+    if with_backtest:
+        from bench.backtest_quality import run_shared
+
+        backtest = run_shared(folder, settings, bundle)
     return {
+        "backtest": backtest,
         "dataset": folder.name,
         "train_rows": len(tr.rows),
         "test_rows": len(te.rows),
@@ -203,6 +209,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{100 * r['recall_warning']:.1f}% | {100 * r['recall_critical']:.1f}% | {r['fit_s']:.1f} | {r['score_rows_per_s']:,.0f} |"
             )
         lines.append("")
+    backtests = [ds["backtest"] for ds in report["datasets"] if ds.get("backtest")]
+    backtests += report.get("synthetic_backtest") or []
+    if backtests:
+        from bench.backtest_quality import markdown as backtest_markdown
+
+        lines += backtest_markdown(backtests)
     return "\n".join(lines)
 
 
@@ -213,6 +225,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--config", type=Path, help="detector settings (TOML) for the project's model")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--no-backtest", action="store_true", help="only the frozen evaluation and the baselines"
+    )
     args = ap.parse_args()
     if not args.data.is_dir():
         print(
@@ -229,7 +244,13 @@ def main() -> None:
     datasets = []
     for folder in folders:
         print(f"{folder.name} ...", flush=True)
-        datasets.append(run_dataset(folder, settings))
+        datasets.append(run_dataset(folder, settings, not args.no_backtest))
+    synthetic = None
+    if not args.no_backtest:
+        from bench.backtest_quality import run_synthetic
+
+        print("synthetic fleet (backtest) ...", flush=True)
+        synthetic = run_synthetic(settings)
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "protocol": (
@@ -242,6 +263,7 @@ def main() -> None:
             "features": settings.features.model_dump(),
         },
         "datasets": datasets,
+        "synthetic_backtest": synthetic,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

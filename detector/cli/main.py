@@ -462,7 +462,12 @@ from detector.cli import registry_commands  # noqa: E402, F401
 def main() -> None:
     # Commands registered by other modules (run, retrain, demo) are imported here so that
     # `detector --help` lists them without importing Kafka for `detector train`.
-    from detector.cli import service_commands, simulate_command, topic_commands  # noqa: F401
+    from detector.cli import (  # noqa: F401
+        backtest_command,
+        service_commands,
+        simulate_command,
+        topic_commands,
+    )
 
     try:
         app()

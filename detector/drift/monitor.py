@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import orjson
@@ -33,8 +34,6 @@ from detector.pipeline.letters import DEFAULT_MAX_MESSAGE_BYTES, usable_bytes
 from detector.settings import DriftSettings, KafkaSettings
 
 if TYPE_CHECKING:
-    from kafka import KafkaProducer
-
     from detector.stream.service import ScoredBatch
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,13 @@ EVALUATE_INTERVAL_S = 1.0
 PSI_EPSILON = 1e-4
 # Drift events kept in memory for the demo and tests (all of them go to the drift topic).
 RECENT_DRIFT_EVENTS = 100
+
+
+class Sender(Protocol):
+    """Where samples and drift events go: a ``KafkaProducer`` in the service, a list in memory
+    for the backtest (``detector.backtest.memory.MemoryTopic``)."""
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
 
 
 def psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
@@ -90,7 +96,7 @@ class Sampler:
         self.metrics = metrics
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, sb: ScoredBatch, producer: KafkaProducer) -> list[Any]:
+    def __call__(self, sb: ScoredBatch, producer: Sender) -> list[Any]:
         if self.rate <= 0 or not sb.values:
             return []
         result = sb.result
@@ -132,8 +138,16 @@ class Sampler:
 class DriftMonitor:
     """Sliding-window drift tests against the model's calibration and reference data."""
 
-    def __init__(self, drift: DriftSettings, kafka: KafkaSettings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        drift: DriftSettings,
+        kafka: KafkaSettings,
+        metrics: ServiceMetrics,
+        clock_ms: Callable[[], float] | None = None,
+    ) -> None:
         self.cfg = drift
+        # The drift event's detected_at: the wall clock in the service, event time in a backtest.
+        self.clock_ms = clock_ms or (lambda: time.time() * 1000.0)
         self.topic = kafka.drift_topic
         self.metrics = metrics
         self.version: str | None = None
@@ -219,7 +233,7 @@ class DriftMonitor:
             "psi": {k: float(v) for k, v in psis.items()},
         }
 
-    def evaluate(self, producer: KafkaProducer | None, now: float | None = None) -> list[Any]:
+    def evaluate(self, producer: Sender | None, now: float | None = None) -> list[Any]:
         """Recompute the tests (rate-limited); raise drift events on rising edges."""
         now = time.monotonic() if now is None else now
         if now < self._next_eval or self.version is None:
@@ -264,12 +278,12 @@ class DriftMonitor:
         test: str,
         stats: dict[str, Any],
         worst_psi: tuple[str, float],
-        producer: KafkaProducer | None,
+        producer: Sender | None,
     ) -> list[Any]:
         event = {
             "type": "drift",
             "test": test,
-            "detected_at": format_time_ms(time.time() * 1000.0),
+            "detected_at": format_time_ms(self.clock_ms()),
             "model_version": self.version,
             "thresholds": {
                 "alert_rate_p_value": self.cfg.alert_rate_p_value,
@@ -306,7 +320,7 @@ class DriftObserver:
         self.monitor = monitor
         self.scorer_of = scorer_of
 
-    def __call__(self, sb: ScoredBatch, producer: KafkaProducer) -> list[Any]:
+    def __call__(self, sb: ScoredBatch, producer: Sender) -> list[Any]:
         scorer = self.scorer_of()
         if scorer is None:
             return []
