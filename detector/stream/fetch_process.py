@@ -65,6 +65,8 @@ CHILD_STATUS_INTERVAL_S = 1.0
 PIPE_BYTES = 1 << 20
 # Waiting for the fetch process to leave its group and exit, at most.
 CHILD_EXIT_TIMEOUT_S = 15.0
+# The fetch process's exit code when its Kafka client wedged (``_Child.watch``).
+STALLED_EXIT_CODE = 75
 
 
 # -- in a child process -------------------------------------------------------------------
@@ -258,6 +260,10 @@ class _Child:
     _send_lock: threading.Lock = field(default_factory=threading.Lock)
     # Tickets of the service's async commits, by the fetcher's own tickets.
     _tickets: dict[int, int] = field(default_factory=dict)
+    # When the running poll started (None between polls), and whether it is inside a
+    # revocation's hand-over, which waits for the service and may take long: the watchdog.
+    _poll_started: float | None = None
+    _handing_over: bool = False
 
     def send(self, kind: str, payload: Any) -> None:
         try:
@@ -315,6 +321,16 @@ class _Child:
             # "stop", or it is gone; the next owner re-reads anything uncommitted.
             return
         assert self.fetcher is not None
+        self._handing_over = True
+        try:
+            await self._hand_over(kind, partitions)
+        finally:
+            self._handing_over = False
+            if self._poll_started is not None:
+                self._poll_started = time.monotonic()  # the watchdog counts from here on
+
+    async def _hand_over(self, kind: str, partitions: list[TopicPartition]) -> None:
+        assert self.fetcher is not None
         self.send(kind, partitions)
         timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
         deadline = time.monotonic() + timeout_s
@@ -352,17 +368,49 @@ class _Child:
             self.send("group", self.fetcher.group_metadata())
             self.send("assigned", partitions)
 
+    def stalled_s(self, now: float) -> float:
+        """How long the running poll has gone without returning (0: none, or handing over)."""
+        started = self._poll_started
+        if started is None or self._handing_over:
+            return 0.0
+        return now - started
+
+    def watch(self, interval_s: float = 1.0) -> None:
+        """End the process when a poll wedges, so the service starts a new session.
+
+        kafka-python 3.0.12 can wait for ever in ``ensure_coordinator_ready`` after a
+        rebalance that expelled this member (seen on Apache Kafka: the IO loop idle, the
+        poll never returning, heartbeats stopped), while the partitions sit unowned.
+        Nothing inside the client can be interrupted from here; a new process can.
+        """
+        limit_s = self.settings.kafka.poll_stall_timeout_ms / 1000.0
+        while True:
+            time.sleep(interval_s)
+            stalled_s = self.stalled_s(time.monotonic())
+            if stalled_s > limit_s:
+                log.error(
+                    "the Kafka client's poll has not returned for %.0f s "
+                    "(kafka.poll_stall_timeout_ms = %d): restarting the Kafka session",
+                    stalled_s,
+                    self.settings.kafka.poll_stall_timeout_ms,
+                )
+                logging.shutdown()
+                os._exit(STALLED_EXIT_CODE)  # the pipe closes: the service sees the exit
+
     def serve(self) -> None:
         pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
+        threading.Thread(target=self.watch, name="poll-watchdog", daemon=True).start()
         trim_heap = HeapTrimmer()
         next_status = 0.0
         while True:
             self.drain_control()
             if self.stopping:
                 return
+            self._poll_started = time.monotonic()
             batch = self.fetcher.poll(CHILD_POLL_TIMEOUT_MS)
+            self._poll_started = None
             if batch is not None:
                 self.send("batch", batch)
             self.relay_commit_results()
