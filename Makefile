@@ -6,6 +6,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run on two workers, each with its own broker (a file's tests share one worker:
+# module fixtures are built once). PYTEST_WORKERS= runs them in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu bench bench-quality bench-train clean image
 
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check detector tests bench
 	$(BIN)/mypy detector bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check detector tests bench
@@ -35,7 +38,7 @@ integration-kafka: $(STAMP)
 	DETECTOR_TEST_BROKER=kafka $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 integration-tansu: $(STAMP)
-	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) tests/integration
 
 demo: $(STAMP)
 	$(BIN)/detector demo $(DEMO_ARGS)

@@ -100,7 +100,7 @@ class KafkaSettings(Section):
         30_000,
         ge=2_000,
         le=600_000,
-        description="A Kafka client poll that has not returned after this long (kafka-python 3.0 can wedge waiting for the group coordinator after a rebalance) ends the fetch process and the service starts a new Kafka session; uncommitted work is redelivered. Time spent handing partitions over in a revocation does not count.",
+        description="A Kafka client poll that has not returned, or a group join not completed, after this long (kafka-python 3.0 can wedge in either after a rebalance) ends the fetch process and the service starts a new Kafka session; uncommitted work is redelivered. Time spent handing partitions over in a revocation does not count.",
     )
     bootstrap_timeout_ms: int = Field(
         10_000,

@@ -264,6 +264,9 @@ class _Child:
     # revocation's hand-over, which waits for the service and may take long: the watchdog.
     _poll_started: float | None = None
     _handing_over: bool = False
+    # Since when this member has been (re)joining its group: from the start and from the
+    # end of each hand-over until the next assignment (None while it holds an assignment).
+    _joining_since: float | None = None
 
     def send(self, kind: str, payload: Any) -> None:
         try:
@@ -326,8 +329,10 @@ class _Child:
             await self._hand_over(kind, partitions)
         finally:
             self._handing_over = False
+            now = time.monotonic()
+            self._joining_since = now  # the watchdog counts the join from here on
             if self._poll_started is not None:
-                self._poll_started = time.monotonic()  # the watchdog counts from here on
+                self._poll_started = now
 
     async def _hand_over(self, kind: str, partitions: list[TopicPartition]) -> None:
         assert self.fetcher is not None
@@ -363,34 +368,46 @@ class _Child:
             self.send("committed", None)
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self._joining_since = None  # joined (an empty assignment is a completed join too)
         if not self.service_gone:
             assert self.fetcher is not None
             self.send("group", self.fetcher.group_metadata())
             self.send("assigned", partitions)
 
-    def stalled_s(self, now: float) -> float:
-        """How long the running poll has gone without returning (0: none, or handing over)."""
-        started = self._poll_started
-        if started is None or self._handing_over:
-            return 0.0
-        return now - started
+    def stalled(self, now: float) -> tuple[float, str]:
+        """How long the Kafka client has been stuck, and where (0 s: it is not).
+
+        Two wedges of kafka-python 3.0.12 seen on Apache Kafka after a rebalance: a poll
+        that never returns (waiting in ``ensure_coordinator_ready``, the IO loop idle), and
+        polls that return but never rejoin the group after a revocation (the member expired,
+        no new join sent). Time inside a hand-over, which waits for the service, counts as
+        neither.
+        """
+        if self._handing_over:
+            return 0.0, ""
+        started, joining = self._poll_started, self._joining_since
+        poll_s = 0.0 if started is None else now - started
+        join_s = 0.0 if joining is None else now - joining
+        if poll_s >= join_s:
+            return poll_s, "poll has not returned"
+        return join_s, "group join has not completed"
 
     def watch(self, interval_s: float = 1.0) -> None:
-        """End the process when a poll wedges, so the service starts a new session.
+        """End the process when the client wedges, so the service starts a new session.
 
-        kafka-python 3.0.12 can wait for ever in ``ensure_coordinator_ready`` after a
-        rebalance that expelled this member (seen on Apache Kafka: the IO loop idle, the
-        poll never returning, heartbeats stopped), while the partitions sit unowned.
-        Nothing inside the client can be interrupted from here; a new process can.
+        Nothing inside the client can be interrupted from here; a new process can. The
+        service sees the pipe close and restarts its Kafka session with back-off; what was
+        not committed is redelivered.
         """
         limit_s = self.settings.kafka.poll_stall_timeout_ms / 1000.0
         while True:
             time.sleep(interval_s)
-            stalled_s = self.stalled_s(time.monotonic())
+            stalled_s, where = self.stalled(time.monotonic())
             if stalled_s > limit_s:
                 log.error(
-                    "the Kafka client's poll has not returned for %.0f s "
-                    "(kafka.poll_stall_timeout_ms = %d): restarting the Kafka session",
+                    "the Kafka client's %s for %.0f s (kafka.poll_stall_timeout_ms = %d): "
+                    "restarting the Kafka session",
+                    where,
                     stalled_s,
                     self.settings.kafka.poll_stall_timeout_ms,
                 )
@@ -400,6 +417,7 @@ class _Child:
     def serve(self) -> None:
         pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
+        self._joining_since = time.monotonic()  # the first join (after the bootstrap)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
         threading.Thread(target=self.watch, name="poll-watchdog", daemon=True).start()
         trim_heap = HeapTrimmer()

@@ -87,6 +87,9 @@ BROKER_CHECK_IDLE_S = 5.0
 BROKER_CHECK_TIMEOUT_S = 1.0
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
+# Scores below this enter the log-likelihood histogram's sum at this value (its buckets
+# still count them): far below any threshold, and no sum of them can overflow.
+LL_SUM_FLOOR = -1e12
 
 
 class DeliveryError(DetectorError):
@@ -467,7 +470,9 @@ class DetectorService:
         for bucket, c in zip(hist._buckets, counts, strict=True):
             if c:
                 bucket.inc(int(c))
-        hist._sum.inc(float(ll.sum()))
+        # A score near -1e308 is finite, but two of them overflow the sum (and one -inf
+        # would spoil the mean for ever); the buckets above count them exactly already.
+        hist._sum.inc(float(np.maximum(ll, LL_SUM_FLOOR).sum()))
 
     # -- commits -----------------------------------------------------------------------
     def _commit_ready(self) -> None:

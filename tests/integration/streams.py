@@ -200,13 +200,21 @@ def service_thread(settings: Settings, **run_kw: Any) -> Iterator[DetectorServic
             raise errors[0]
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+def wait_for(
+    predicate: Any,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.2,
+    tail: Path | None = None,
+) -> None:
+    """Wait for ``predicate``; on time-out, fail with the end of the ``tail`` log if given."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    said = f"\n--- end of {tail} ---\n{tail.read_text()[-4000:]}" if tail is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{said}")
 
 
 def env_for(settings: Settings) -> dict[str, str]:

@@ -398,6 +398,7 @@ def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repea
             180,
             "B to take A's partitions over and commit everything",
             interval_s=1.0,
+            tail=log_b,
         )
     finally:
         for proc in (a, b):

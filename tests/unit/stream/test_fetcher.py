@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
@@ -13,7 +15,13 @@ import pytest
 from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.fetch_process import ProcessFetcher, _Child, _read, _write
+from detector.stream.fetch_process import (
+    STALLED_EXIT_CODE,
+    ProcessFetcher,
+    _Child,
+    _read,
+    _write,
+)
 from detector.stream.fetcher import FetcherError, RecordBatch
 from tests.unit.conftest import small_settings
 
@@ -89,6 +97,9 @@ class FakeFetcher:
 
     def commit_results(self) -> list[tuple[int, str | None]]:
         return [(n, None) for n in range(1, len(self.commits) + 1)]
+
+    def group_metadata(self) -> None:
+        return None
 
 
 def drive(coro: Any) -> None:
@@ -207,3 +218,58 @@ def test_a_killed_fetch_process_ends_the_session_with_its_exit_code() -> None:
             fetcher.poll(1000)
     finally:
         fetcher.close()
+
+
+def test_the_watchdog_counts_a_running_poll_and_a_join_but_not_a_hand_over() -> None:
+    # Given the fetch process's side holding an assignment, between polls
+    to_child_r, to_child_w = pipe()
+    from_child_r, from_child_w = pipe()
+    child = _Child(from_child_w, to_child_r, small_settings())
+    child.fetcher = FakeFetcher()  # type: ignore[assignment]
+    child.on_assigned([])
+    # Then nothing has stalled
+    assert child.stalled(now=100.0) == (0.0, "poll has not returned")
+    # When a poll started at t=10 s is still running at t=100 s
+    child._poll_started = 10.0
+    # Then it has stalled for 90 s
+    assert child.stalled(now=100.0) == (90.0, "poll has not returned")
+    # ...unless the poll is inside a revocation's hand-over, which waits for the service
+    child._handing_over = True
+    assert child.stalled(now=100.0) == (0.0, "")
+    child._handing_over = False
+    child._poll_started = None
+
+    # When a hand-over ends and no assignment follows (polls return, the join never ends)
+    _write(to_child_w, "resume", None)
+    drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))
+    ended = time.monotonic()
+    # Then the join counts from the end of the hand-over, until the next assignment
+    stalled_s, where = child.stalled(now=ended + 40.0)
+    assert where == "group join has not completed" and 40.0 <= stalled_s < 41.0
+    child.on_assigned([TopicPartition("t", 0)])
+    assert child.stalled(now=ended + 40.0)[0] == 0.0
+
+
+WEDGED_CHILD = """
+import sys, time
+from tests.unit.conftest import small_settings
+from tests.unit.stream.test_fetcher import pipe
+from detector.stream.fetch_process import _Child
+child = _Child(*pipe(), small_settings(kafka={"poll_stall_timeout_ms": %d}))
+child._poll_started = time.monotonic()  # a poll that never returns
+child.watch(interval_s=0.05)
+sys.exit(3)  # not reached: the watchdog ends the process
+"""
+
+
+def test_a_wedged_poll_ends_the_fetch_process_with_its_own_exit_code() -> None:
+    # Given a fetch process whose Kafka poll never returns, and a 2 s stall limit
+    started = time.monotonic()
+    # When its watchdog runs
+    proc = subprocess.run(
+        [sys.executable, "-c", WEDGED_CHILD % 2000], capture_output=True, text=True, timeout=60
+    )
+    # Then the process ends with STALLED_EXIT_CODE after the limit, saying why in its log
+    assert proc.returncode == STALLED_EXIT_CODE, proc.stderr
+    assert time.monotonic() - started >= 2.0
+    assert "poll has not returned" in proc.stderr and "poll_stall_timeout_ms" in proc.stderr
