@@ -14,10 +14,18 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from detector.stream.broker import BROKER_KINDS, BrokerKind, LocalBroker, local_broker
 
 BROKER_ENV = "DETECTOR_TEST_BROKER"
+
+# Property tests draw the same examples on every run ("repeatable", the default), so a
+# suite that passed passes again; HYPOTHESIS_PROFILE=explore draws new ones each run, to hunt
+# for inputs no run has tried (each one found becomes an @example).
+hypothesis_settings.register_profile("repeatable", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 _session_broker: LocalBroker | None = None  # while the session's broker runs
 _started: list[LocalBroker] = []

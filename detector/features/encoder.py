@@ -92,10 +92,10 @@ class FeatureEncoder:
                 )
         for j in self._log1p_cols:
             name = self.spec.numeric[j]
-            below = matrix[:, j] < -1.0
+            below = matrix[:, j] <= -1.0  # log1p(-1) is -inf: not a score either
             for i in np.flatnonzero(below):
                 errors.setdefault(
-                    int(i), ("bad_value", f"{name} = {matrix[i, j]}: log1p features must be >= -1")
+                    int(i), ("bad_value", f"{name} = {matrix[i, j]}: log1p features must be > -1")
                 )
             with np.errstate(invalid="ignore", divide="ignore"):
                 matrix[:, j] = np.log1p(matrix[:, j])
@@ -139,7 +139,12 @@ class FeatureEncoder:
             block = np.array([get(row) for row in rows])
         except Exception:  # absent keys, ragged or deeply nested values: the slow path names them
             return None
-        if block.dtype.kind not in "fi":
+        # (lists as values make a block of another shape: the slow path names them)
+        if (
+            block.dtype.kind not in "fi"
+            or block.ndim > 2
+            or block.size != len(rows) * self._n_numeric
+        ):
             return None
         return block.reshape(len(rows), self._n_numeric).astype(np.float64, copy=False)
 

@@ -387,7 +387,7 @@ class _Child:
             return 0.0, ""
         started, joining = self._poll_started, self._joining_since
         poll_s = 0.0 if started is None else now - started
-        join_s = 0.0 if joining is None else now - joining
+        join_s = 0.0 if joining is None else max(0.0, now - joining)
         if poll_s >= join_s:
             return poll_s, "poll has not returned"
         return join_s, "group join has not completed"
@@ -416,8 +416,11 @@ class _Child:
 
     def serve(self) -> None:
         pin_malloc_mmap_threshold()  # before the first fetch buffer: see detector.stream.memory
+        # The first join counts from the end of the longest bootstrap (the constructor waits
+        # for the input topic's metadata): set before it, as kafka-python's IO thread may
+        # complete the join before the constructor returns.
+        self._joining_since = time.monotonic() + self.settings.kafka.bootstrap_timeout_ms / 1000
         self.fetcher = ConsumerFetcher(self.settings.kafka, self)
-        self._joining_since = time.monotonic()  # the first join (after the bootstrap)
         freeze_startup_objects()  # full collections here took ~33 ms: no batch moved meanwhile
         threading.Thread(target=self.watch, name="poll-watchdog", daemon=True).start()
         trim_heap = HeapTrimmer()

@@ -130,7 +130,9 @@ def test_a_labelled_fault_is_found_with_its_delay(tmp_path: Path) -> None:
 def test_rows_stream_in_event_time_order_whatever_the_file_order(tmp_path: Path) -> None:
     # Given a file whose rows are not in time order and whose time column is named "time"
     path = tmp_path / "shuffled.csv"
-    path.write_text("time,x\n2020-01-01T00:00:02Z,2\n2020-01-01T00:00:00Z,0\n2020-01-01T00:00:01Z,1\n")
+    path.write_text(
+        "time,x\n2020-01-01T00:00:02Z,2\n2020-01-01T00:00:00Z,0\n2020-01-01T00:00:01Z,1\n"
+    )
     stream = read_stream(path, load_settings(None), None)
     # Then the time column is found, rows are sorted, and the going back is counted
     assert stream.time_column == "time"

@@ -223,7 +223,7 @@ def test_a_killed_fetch_process_ends_the_session_with_its_exit_code() -> None:
 def test_the_watchdog_counts_a_running_poll_and_a_join_but_not_a_hand_over() -> None:
     # Given the fetch process's side holding an assignment, between polls
     to_child_r, to_child_w = pipe()
-    from_child_r, from_child_w = pipe()
+    _from_child_r, from_child_w = pipe()  # (the read end stays open: sends succeed)
     child = _Child(from_child_w, to_child_r, small_settings())
     child.fetcher = FakeFetcher()  # type: ignore[assignment]
     child.on_assigned([])
