@@ -255,7 +255,9 @@ import sys, time
 from tests.unit.conftest import small_settings
 from tests.unit.stream.test_fetcher import pipe
 from detector.stream.fetch_process import _Child
-child = _Child(*pipe(), small_settings(kafka={"poll_stall_timeout_ms": %d}))
+to_child_r, _ = pipe()
+_, from_child_w = pipe()
+child = _Child(from_child_w, to_child_r, small_settings(kafka={"poll_stall_timeout_ms": %d}))
 child._poll_started = time.monotonic()  # a poll that never returns
 child.watch(interval_s=0.05)
 sys.exit(3)  # not reached: the watchdog ends the process
