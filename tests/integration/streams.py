@@ -3,6 +3,7 @@ and running the service in a thread or as a real `detector run` process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -282,3 +283,91 @@ def offline_alert_ids(
         for i, sev in enumerate(severities)
         if sev not in ("", "none")
     }
+
+
+def _cpu_s(stat_path: str) -> float:
+    """utime + stime of one /proc task or process, in seconds."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _our_children() -> Iterator[tuple[str, str]]:
+    """(pid, module) of each direct child running our code: the fetch process, not a broker."""
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # the process ended between listdir and open
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] != me:
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = [a.decode() for a in f.read().split(b"\0") if a.startswith(b"detector.")]
+            if ours:
+                yield pid, ours[0]
+
+
+def open_fds() -> int:
+    """Open file descriptors of this process and of its fetch process(es)."""
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in ["self", *dict(_our_children())])
+
+
+def rss_mib() -> float:
+    """Resident memory of this process and of its fetch process(es), in MiB."""
+    total_kib = 0
+    for pid in ["self", *dict(_our_children())]:
+        with open(f"/proc/{pid}/status") as f:
+            total_kib += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return total_kib / 1024
+
+
+def _cpu_by_thread_and_child() -> dict[str, float]:
+    """CPU seconds of each thread of this process and of each direct child that runs our
+    code (the fetch process; not a broker the test started), keyed by a readable name."""
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # the thread ended between listdir and open
+            out[f"thread {tid}"] = _cpu_s(f"/proc/self/task/{tid}/stat")
+    for pid, module in _our_children():
+        with contextlib.suppress(OSError):
+            out[f"child {pid} ({module})"] = _cpu_s(f"/proc/{pid}/stat")
+    return out
+
+
+class CpuWatch:
+    """Samples, every ``window_s``, the CPU share of each thread of this process and of
+    each child process, and keeps the busiest share seen per window.
+
+    For spin checks: a thread burning a core while the service has nothing to do shows as
+    a share near 1.0, whatever the machine's load (CPU time, not wall time, is counted).
+    """
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.windows: list[tuple[float, str]] = []  # (busiest share, whose)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.window_s + 5)
+
+    def __enter__(self) -> CpuWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        before, t0 = _cpu_by_thread_and_child(), time.monotonic()
+        while not self._stop.wait(self.window_s):
+            after, t1 = _cpu_by_thread_and_child(), time.monotonic()
+            shares = [((after[k] - before.get(k, 0.0)) / (t1 - t0), k) for k in after]
+            self.windows.append(max(shares, default=(0.0, "nothing")))
+            before, t0 = after, t1
+
+    def busiest(self) -> tuple[float, str]:
+        return max(self.windows, default=(0.0, "nothing"))

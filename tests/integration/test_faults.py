@@ -29,12 +29,15 @@ from detector.stream.alerts import alert_id
 from detector.stream.service import DetectorService
 from tests.integration.streams import (
     SESSION_TIMEOUT_MS,
+    CpuWatch,
     Produced,
     alerts_of,
     committed_total,
     env_for,
     events_with_anomalies,
+    open_fds,
     produce,
+    rss_mib,
     service_thread,
     settings_for_test,
     start_service_process,
@@ -201,7 +204,10 @@ def test_readiness_follows_the_broker_killed_and_replaced(own_broker, tmp_path: 
             wait_for(lambda: scored_total(service) >= len(first), 60, "first events scored")
             wait_ready(server.port, True, 30, "ready")
 
-            # When the broker is SIGKILLed
+            # When the broker is SIGKILLed (every thread's and the fetch process's CPU
+            # watched from here on: kafka-python's network threads once spun after this)
+            fds_before, rss_before_mib = open_fds(), rss_mib()
+            cpu = CpuWatch(window_s=5.0).start()
             own_broker.kill()
             # Then /readyz turns 503 within about a session timeout, and says why
             took_s = wait_ready(server.port, False, SESSION_TIMEOUT_MS / 1000 + 10, "not ready")
@@ -224,12 +230,44 @@ def test_readiness_follows_the_broker_killed_and_replaced(own_broker, tmp_path: 
                 60,
                 "the second stream committed",
             )
+            time.sleep(15)  # idle, as a spin that outlives the recovery would be seen idle
+            cpu.stop()
+            fds_after, rss_after_mib = open_fds(), rss_mib()
         finally:
             server.stop()
     ids = {a["alert_id"] for a in alerts_of(bootstrap, settings.kafka.alerts_topic)}
     for i in anomalous:
         assert alert_id(topic, produced[i].partition, produced[i].offset) in ids
-    print(f"not ready {took_s:.1f} s after the kill; ready {back_s:.1f} s after the restart")
+    # and no thread and no fetch process burnt half a core in any 5 s window, from the kill
+    # through the outage, the recovery and 15 s of idling (scoring 2,000 events takes a
+    # fraction of one window)
+    share, whose = cpu.busiest()
+    assert share < 0.5, f"{whose} used {share:.0%} of a core: {cpu.windows}"
+    # and the outage left no sockets behind (this process and its fetch process)
+    assert fds_after <= fds_before + 5, (fds_before, fds_after)
+    print(
+        f"not ready {took_s:.1f} s after the kill; ready {back_s:.1f} s after the restart; "
+        f"busiest thread {share:.0%} of a core ({whose}) over {len(cpu.windows)} windows; "
+        f"fds {fds_before} -> {fds_after}, RSS {rss_before_mib:.0f} -> {rss_after_mib:.0f} MiB"
+    )
+
+
+def test_the_cpu_watch_sees_a_spinning_thread() -> None:
+    # Given a thread that spins for 3 s (what the check above must catch)
+    stop = time.monotonic() + 3.0
+
+    def spin() -> None:
+        while time.monotonic() < stop:
+            pass
+
+    # When it is watched in 1 s windows
+    with CpuWatch(window_s=1.0) as cpu:
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        spinner.join()
+    # Then some window saw most of a core (the GIL is its own here: nothing else runs)
+    share, _ = cpu.busiest()
+    assert share > 0.5, cpu.windows
 
 
 def test_broker_sigstop_20s_is_not_ready_then_loses_nothing(own_broker, tmp_path: Path) -> None:
