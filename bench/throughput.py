@@ -259,12 +259,9 @@ def run_service(settings: Settings, n: int, broker_pid: int) -> dict[str, Any]:
     out = _figures(
         "service", n, subscribed, marks["first"], end, client_cpu_s(broker_pid), cpu_s(broker_pid)
     )
-    m = service.metrics
-    assert service.scorer is not None
-    out["alerts"] = int(
-        sum(m.alerts.labels(s)._value.get() for s in service.scorer.thresholds.names)
-    )
-    out["dead_letters"] = int(m.events.labels("dead_lettered")._value.get())
+    counts = service.metrics.counts()
+    out["alerts"] = counts.alerts
+    out["dead_letters"] = counts.dead_lettered
     before = marks["stages"]
     out["stages_us_per_event"] = {
         k: 1e6 * (v - before.get(k, 0.0)) / (n - marks["first"][1])

@@ -83,12 +83,12 @@ def run(
             service.run(max_events=max_events, idle_timeout_s=idle_timeout_s)
     finally:
         server.stop()
-    m = service.metrics
+    counts = service.metrics.counts()
     log.info(
         "stopped: consumed %d, scored %d, dead-lettered %d",
-        int(m.consumed._value.get()),
-        int(m.events.labels("scored")._value.get()),
-        int(m.events.labels("dead_lettered")._value.get()),
+        counts.consumed,
+        counts.scored,
+        counts.dead_lettered,
     )
     sys.stdout.flush()
 

@@ -100,13 +100,13 @@ def stream_story(
                 retrainer.start()
         drift_seen = service.drift.raised
         _note_reload(service, recorder, view, versions_seen)
-        m = service.metrics
+        counts = service.metrics.counts()
         view.status(
             i + 1,
             len(events),
-            int(m.events.labels("scored")._value.get()),
-            int(sum(m.alerts.labels(s)._value.get() for s in ("warning", "critical"))),
-            int(m.events.labels("dead_lettered")._value.get()),
+            counts.scored,
+            counts.alerts,
+            counts.dead_lettered,
             _version(service),
         )
         if stop.is_set():

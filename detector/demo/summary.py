@@ -131,15 +131,15 @@ def summarize(
         t_sent = sent_by_pos.get((src["partition"], src["offset"]))
         if t_sent is not None:
             lat.append(1000.0 * (received - t_sent))
-    m = service.metrics
+    counts = service.metrics.counts()
     final_version = service.scorer.version if service.scorer else None
     return {
         "events": len(events),
-        "scored": int(m.events.labels("scored")._value.get()),
-        "dead_letters": int(m.events.labels("dead_lettered")._value.get()),
-        "consumed": int(m.consumed._value.get()),
+        "scored": counts.scored,
+        "dead_letters": counts.dead_lettered,
+        "consumed": counts.consumed,
         "alerts_by_severity": {
-            s: int(m.alerts.labels(s)._value.get()) for s in ("warning", "critical")
+            s: counts.alerts_by_severity.get(s, 0) for s in ("warning", "critical")
         },
         "target_false_alert_rate": story["target_false_alert_rate"],
         "false_alert_rate": _rate(alerting, normal)[0],

@@ -87,9 +87,6 @@ BROKER_CHECK_IDLE_S = 5.0
 BROKER_CHECK_TIMEOUT_S = 1.0
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
-# Scores below this enter the log-likelihood histogram's sum at this value (its buckets
-# still count them): far below any threshold, and no sum of them can overflow.
-LL_SUM_FLOOR = -1e12
 
 
 class DeliveryError(DetectorError):
@@ -463,16 +460,7 @@ class DetectorService:
         partial = int((result.feature_missing.any(axis=1) & valid).sum())
         if partial:
             self.metrics.missing_scored.inc(partial)
-        # One histogram update per bucket per batch instead of one observe() per event.
-        ll = result.log_likelihood[valid]
-        hist = self.metrics.log_likelihood
-        counts = np.histogram(ll, bins=[-np.inf, *hist._upper_bounds[:-1], np.inf])[0]
-        for bucket, c in zip(hist._buckets, counts, strict=True):
-            if c:
-                bucket.inc(int(c))
-        # A score near -1e308 is finite, but two of them overflow the sum (and one -inf
-        # would spoil the mean for ever); the buckets above count them exactly already.
-        hist._sum.inc(float(np.maximum(ll, LL_SUM_FLOOR).sum()))
+        self.metrics.log_likelihood.observe_batch(result.log_likelihood[valid])
 
     # -- commits -----------------------------------------------------------------------
     def _commit_ready(self) -> None:

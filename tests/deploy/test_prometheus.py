@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detector.metrics import current
 from tests.deploy.tools import DEPLOY, find_tool, report_missing
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -192,9 +193,7 @@ def test_a_real_prometheus_scrapes_a_running_detector(
     with service_thread(settings) as service:
         server = HealthServer("127.0.0.1", 0, service.metrics.registry, service.health).start()
         try:
-            wait_for(
-                lambda: service.metrics.consumed._value.get() >= len(raws), 60, "events scored"
-            )
+            wait_for(lambda: current(service.metrics.consumed) >= len(raws), 60, "events scored")
             # When a real Prometheus server scrapes it every second
             base = prometheus_for(f"127.0.0.1:{server.port}")  # type: ignore[operator]
             got: list[dict[str, object]] = []

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from detector.metrics import current
 from detector.model.scorer import Scorer
 from detector.registry.store import ModelRegistry
 from detector.retrain.job import retrain_once
@@ -142,9 +143,8 @@ def test_drift_fires_retrain_promotes_service_reloads_rate_recovers(broker, tmp_
         wait_for(
             lambda: service.scorer is not None and service.scorer.version == v2, 30, "hot reload"
         )
-        before = (
-            service.metrics.alerts.labels("warning")._value.get()
-            + service.metrics.alerts.labels("critical")._value.get()
+        before = current(service.metrics.alerts.labels("warning")) + current(
+            service.metrics.alerts.labels("critical")
         )
         produce(
             broker.bootstrap_servers,
@@ -153,9 +153,8 @@ def test_drift_fires_retrain_promotes_service_reloads_rate_recovers(broker, tmp_
         )
         wait_for(lambda: service.consumed >= n_normal + n_shift + n_after, 120, "after retrain")
         wait_for(lambda: not service._pending, 30, "sends acknowledged")
-        after = (
-            service.metrics.alerts.labels("warning")._value.get()
-            + service.metrics.alerts.labels("critical")._value.get()
+        after = current(service.metrics.alerts.labels("warning")) + current(
+            service.metrics.alerts.labels("critical")
         )
     # ...and on further shifted data the alert rate is back near the 1% target. Tolerance
     # 0.4%..2.0%: the new thresholds come from ~1,600 calibration rows of the window (binomial
@@ -166,11 +165,8 @@ def test_drift_fires_retrain_promotes_service_reloads_rate_recovers(broker, tmp_
     # No event was lost through the whole run: every consumed record is scored or dead-lettered.
     m = service.metrics
     total = n_normal + n_shift + n_after
-    assert m.consumed._value.get() == total
-    assert (
-        m.events.labels("scored")._value.get() + m.events.labels("dead_lettered")._value.get()
-        == total
-    )
+    assert current(m.consumed) == total
+    assert current(m.events.labels("scored")) + current(m.events.labels("dead_lettered")) == total
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
     assert {a["model_version"] for a in alerts} == {v1, v2}
 

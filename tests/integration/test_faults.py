@@ -25,6 +25,7 @@ import pytest
 from kafka import KafkaProducer
 
 from detector.health import HealthServer
+from detector.metrics import current
 from detector.stream.alerts import alert_id
 from detector.stream.service import DetectorService
 from tests.integration.streams import (
@@ -104,7 +105,7 @@ def wait_ready(port: int, want: bool, timeout_s: float, what: str) -> float:
 
 def scored_total(service: DetectorService) -> float:
     m = service.metrics
-    return m.events.labels("scored")._value.get() + m.events.labels("dead_lettered")._value.get()
+    return current(m.events.labels("scored")) + current(m.events.labels("dead_lettered"))
 
 
 # -- compression ----------------------------------------------------------------------------
@@ -125,13 +126,13 @@ def test_every_kafka_codec_is_decoded_and_scored(broker, tmp_path: Path) -> None
             produced += produce_compressed(broker.bootstrap_servers, topic, chunk, codec, i)
         wait_for(lambda: scored_total(service) >= len(raws), 90, "every record scored")
         wait_for(lambda: not service._pending, 30, "sends acknowledged")
-        fetch_restarts = service.metrics.broker_errors._value.get()
+        fetch_restarts = current(service.metrics.broker_errors)
 
     # Then every record was scored (none dead-lettered), each codec's anomalies alerted,
     # and the fetch process never restarted
     m = service.metrics
-    assert m.events.labels("scored")._value.get() == len(raws)
-    assert m.events.labels("dead_lettered")._value.get() == 0
+    assert current(m.events.labels("scored")) == len(raws)
+    assert current(m.events.labels("dead_lettered")) == 0
     assert fetch_restarts == 0
     ids = {a["alert_id"] for a in alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)}
     for i in anomalous:
@@ -180,7 +181,7 @@ def test_an_undecodable_batch_holds_its_partition_and_the_others_flow(
             produce_compressed(broker.bootstrap_servers, topic, good[1_000:2_000], "lz4", 0)
             wait_for(lambda: scored_total(service) >= 1_990, 60, "more of partition 0 scored")
             assert getattr(service._fetcher, "pid", None) == pid
-            assert service.metrics.broker_errors._value.get() == 0
+            assert current(service.metrics.broker_errors) == 0
             # ...and nothing of partition 1 was scored, dead-lettered or committed past it
             assert scored_total(service) == 1_990
         finally:
@@ -394,7 +395,7 @@ def test_a_refusing_alerts_topic_stops_commits_then_resumes_in_order(
     try:
         with service_thread(settings) as service:
             # When the service meets the first anomaly
-            wait_for(lambda: service.metrics.broker_errors._value.get() >= 2, 60, "retries")
+            wait_for(lambda: current(service.metrics.broker_errors) >= 2, 60, "retries")
             # Then it commits nothing past the first alerting event, and retries with back-off
             assert committed_total(broker.bootstrap_servers, group, topic) <= anomalous[0]
             assert not service.health.ready()[0]

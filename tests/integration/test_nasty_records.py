@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from detector.metrics import current
 from detector.stream.alerts import (
     ORIGINAL_SHA256_HEADER,
     ORIGINAL_SIZE_HEADER,
@@ -98,10 +99,9 @@ def test_every_nasty_record_ends_where_the_corpus_says_and_the_service_keeps_goi
             "every offset committed",
         )
         m = service.metrics
-        assert m.consumed._value.get() == total
+        assert current(m.consumed) == total
         assert (
-            m.events.labels("scored")._value.get() + m.events.labels("dead_lettered")._value.get()
-            == total
+            current(m.events.labels("scored")) + current(m.events.labels("dead_lettered")) == total
         )
     dead = read_topic(broker.bootstrap_servers, settings.kafka.dead_letter_topic)
     alerts = [

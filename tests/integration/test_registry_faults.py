@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from detector.metrics import current
 from detector.registry.store import BUNDLE_FILE, MANIFEST_FILE, ModelRegistry
 from tests.integration.streams import (
     alerts_of,
@@ -64,7 +65,7 @@ def test_current_as_directory_then_truncated_bundle_keeps_scoring(broker, tmp_pa
             rates[name] = PHASE_EVENTS / (time.monotonic() - started)
 
         def refused() -> float:
-            return service.metrics.model_reloads.labels("refused")._value.get()
+            return current(service.metrics.model_reloads.labels("refused"))
 
         phase("healthy", seed=21)
         # When CURRENT is replaced by a directory
@@ -78,15 +79,15 @@ def test_current_as_directory_then_truncated_bundle_keeps_scoring(broker, tmp_pa
         wait_for(lambda: refused() >= 2, 30, "refusal of the truncated bundle")
         phase("truncated_bundle", seed=23)
         wait_for(lambda: not service._pending, 30, "sends acknowledged")
-        broker_errors = service.metrics.broker_errors._value.get()
-        scored = service.metrics.events.labels("scored")._value.get()
+        broker_errors = current(service.metrics.broker_errors)
+        scored = current(service.metrics.events.labels("scored"))
     # Then every event was scored with version 1, in one Kafka session, at a healthy rate
     total = 2_000 + 3 * PHASE_EVENTS
     assert scored == total
     assert broker_errors == 0
     assert service.scorer is not None and service.scorer.version == v1
     assert refused() == 2
-    assert service.metrics.model_reloads.labels("loaded")._value.get() == 0
+    assert current(service.metrics.model_reloads.labels("loaded")) == 0
     # The broken session loop ran at ~5 events/s; a third of the healthy rate is noise margin.
     for name in ("current_is_a_directory", "truncated_bundle"):
         assert rates[name] > rates["healthy"] / 3, rates

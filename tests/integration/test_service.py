@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from detector.metrics import current
 from detector.registry.store import BUNDLE_FILE, ModelRegistry, _atomic_write
 from detector.stream.alerts import (
     REASON_HEADER,
@@ -73,9 +74,9 @@ def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path, fetch_process: 
     for a in alerts:
         jsonschema.validate(a, ALERT_SCHEMA)
     m = service.metrics
-    consumed = m.consumed._value.get()
-    scored = m.events.labels("scored")._value.get()
-    dead = m.events.labels("dead_lettered")._value.get()
+    consumed = current(m.consumed)
+    scored = current(m.events.labels("scored"))
+    dead = current(m.events.labels("dead_lettered"))
     assert consumed == scored + dead == len(raws)
 
 
@@ -163,11 +164,10 @@ def test_every_bad_input_class_becomes_a_dead_letter(broker, tmp_path: Path) -> 
     huge_id = alert_id(settings.kafka.input_topic, produced[huge].partition, produced[huge].offset)
     assert any(a["alert_id"] == huge_id and a["severity"] == "critical" for a in alerts)
     m = service.metrics
-    assert (
-        m.consumed._value.get()
-        == m.events.labels("scored")._value.get() + m.events.labels("dead_lettered")._value.get()
+    assert current(m.consumed) == current(m.events.labels("scored")) + current(
+        m.events.labels("dead_lettered")
     )
-    assert m.events.labels("dead_lettered")._value.get() == len(expected_dead)
+    assert current(m.events.labels("dead_lettered")) == len(expected_dead)
 
 
 def test_sigkill_mid_stream_loses_nothing(broker, tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_hot_reload_takes_new_version_and_refuses_tampered(broker, tmp_path: Pat
         bundle.write_bytes(bytes(data))
         _atomic_write(registry.root / "CURRENT", v3.encode())
         wait_for(
-            lambda: service.metrics.model_reloads.labels("refused")._value.get() >= 1, 30, "refusal"
+            lambda: current(service.metrics.model_reloads.labels("refused")) >= 1, 30, "refusal"
         )
         raws3, _ = events_with_anomalies(2_000, seed=13)
         produce(broker.bootstrap_servers, topic, raws3)
@@ -324,7 +324,7 @@ def test_hot_reload_takes_new_version_and_refuses_tampered(broker, tmp_path: Pat
     assert versions[-1] == v2
     assert v3 not in versions
     assert service.scorer is not None and service.scorer.version == v2
-    assert service.metrics.model_reloads.labels("loaded")._value.get() == 1
+    assert current(service.metrics.model_reloads.labels("loaded")) == 1
 
 
 def test_sigterm_exits_cleanly_with_everything_processed_committed(broker, tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ def test_broker_down_at_start_is_not_ready_and_does_not_crash(tmp_path: Path) ->
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(base + "/readyz")
             assert err.value.code == 503
-            assert service.metrics.broker_errors._value.get() >= 1
+            assert current(service.metrics.broker_errors) >= 1
             metrics = urllib.request.urlopen(base + "/metrics").read().decode()
             assert "detector_broker_errors_total" in metrics
         finally:

@@ -9,6 +9,7 @@ import pytest
 
 from detector.demo.fleet import FEATURES, FLOW, FleetSpec, simulate
 from detector.features.temporal import augment_offline
+from detector.metrics import current
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from tests.integration.streams import (
@@ -69,9 +70,7 @@ def test_service_alerts_with_temporal_features_equal_offline_scoring(
     # loaded machine a session can expire mid-stream and the events come again)
     assert sum(a["entity"] == "pump-4" for a in alerts) >= 50
     m = service.metrics
-    warmups, rest = divmod(m.temporal_warmup._value.get(), 6 * (WINDOWS["flow_m3_h"] - 1))
-    rebalances = (
-        m.rebalances.labels("revoked")._value.get() + m.rebalances.labels("lost")._value.get()
-    )
+    warmups, rest = divmod(current(m.temporal_warmup), 6 * (WINDOWS["flow_m3_h"] - 1))
+    rebalances = current(m.rebalances.labels("revoked")) + current(m.rebalances.labels("lost"))
     assert rest == 0 and 1 <= warmups <= 1 + rebalances, (warmups, rebalances)
-    assert service.metrics.events.labels("dead_lettered")._value.get() == 0
+    assert current(service.metrics.events.labels("dead_lettered")) == 0

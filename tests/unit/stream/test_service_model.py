@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.metrics import current
 from detector.registry.store import BUNDLE_FILE, ModelRegistry
 from detector.settings import load_settings
 from detector.stream.service import DetectorService
@@ -33,7 +34,7 @@ def reload_now(service: DetectorService, times: int = 3) -> None:
 
 
 def refused(service: DetectorService) -> float:
-    return service.metrics.model_reloads.labels("refused")._value.get()
+    return current(service.metrics.model_reloads.labels("refused"))
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -110,7 +111,7 @@ def test_registry_faults_during_reload_keep_the_model_and_count_one_refusal_each
     v3 = reg.publish(small_bundle)
     reload_now(service)
     assert service.scorer.version == v3
-    assert service.metrics.model_reloads.labels("loaded")._value.get() == 1
+    assert current(service.metrics.model_reloads.labels("loaded")) == 1
 
 
 def test_detector_run_with_an_unreadable_registry_waits_with_one_line(tmp_path: Path) -> None:
