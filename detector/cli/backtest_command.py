@@ -15,8 +15,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from detector.cli.checks import UsageError, check_output
-from detector.cli.main import (
+from detector.cli.app import (
     ConfigOpt,
     ModelDirOpt,
     QuietOpt,
@@ -27,6 +26,7 @@ from detector.cli.main import (
     progress_bar,
     settings_for,
 )
+from detector.cli.checks import UsageError, check_output
 from detector.cli.service_commands import parse_duration_s
 from detector.logs import setup_logging
 

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table as RichTable
 
-from detector.cli.checks import check_output
-from detector.cli.main import (
+from detector.cli.app import (
     ConfigOpt,
     ModelDirOpt,
     _errors,
@@ -21,11 +20,11 @@ from detector.cli.main import (
     config_app,
     models_app,
     out,
-    print_columns,
-    print_grid,
     print_json,
     settings_for,
 )
+from detector.cli.checks import check_output
+from detector.cli.model_commands import print_columns, print_grid
 from detector.settings import check_config_file, load_settings
 
 

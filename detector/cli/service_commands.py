@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from detector.cli.app import ConfigOpt, ModelDirOpt, _errors, app, settings_for
 from detector.cli.checks import check_kafka, check_kafka_files, check_output
 from detector.cli.exits import ExitCode, is_broker_error
-from detector.cli.main import ConfigOpt, ModelDirOpt, _errors, app, settings_for
 from detector.errors import BrokerUnavailableError, ConfigError, DetectorError
 from detector.logs import describe_error, setup_logging
 

@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 
+from detector.cli.app import ConfigOpt, _errors, app, err, settings_for
 from detector.cli.checks import check_kafka
-from detector.cli.main import ConfigOpt, _errors, app, err, settings_for
 from detector.demo.fleet import (
     Drift,
     FleetSpec,
