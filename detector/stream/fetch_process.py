@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -109,6 +109,7 @@ class ProcessFetcher:
                 ],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
+                stderr=_where_logs_go(),
             )
         except OSError:
             for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
@@ -440,6 +441,19 @@ class _Child:
                 self.send("status", self.fetcher.status())
                 next_status = now + CHILD_STATUS_INTERVAL_S
             trim_heap()
+
+
+def _where_logs_go() -> IO[str] | None:
+    """The file this process's root logger writes to, if it writes to one; else None.
+
+    The child logs to its stderr. When our own records go to a file (the demo keeps its
+    console for the live view and logs to the run's ``demo.log``), the child's go there
+    too instead of through the console; otherwise it shares our stderr.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            return handler.stream
+    return None
 
 
 def child_main(read_fd: int, write_fd: int) -> int:

@@ -223,8 +223,15 @@ def test_two_replicas_share_partitions_and_lose_nothing(broker, tmp_path: Path) 
     topic = settings.kafka.input_topic
     broker.create_topics([topic], partitions=3)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    procs = [start_service_process(settings, log, "--idle-timeout-s", "12") for log in logs]
-    time.sleep(4)  # both join before data arrives, so the group spreads partitions over both
+    procs = [start_service_process(settings, log, "--idle-timeout-s", "20") for log in logs]
+    # both own partitions before data arrives, so the group spreads them over both (a fixed
+    # sleep was too short on a loaded machine: one replica took everything)
+    wait_for(
+        lambda: all("partitions assigned: ['" in log.read_text() for log in logs),
+        60,
+        "both replicas assigned",
+        tail=logs[1],
+    )
     raws, anomalous = events_with_anomalies(15_000, seed=7)
     produced = produce(broker.bootstrap_servers, topic, raws)
     for p in procs:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from detector.logs import describe_error, last_connection_failure, setup_logging
+from detector.stream.fetch_process import _where_logs_go
 
 
 @pytest.fixture
@@ -47,6 +49,11 @@ def test_kafka_python_connection_lines_are_dropped_and_other_warnings_kept(
     logging.getLogger("kafka.coordinator.consumer").warning(
         "group_id is None: disabling auto-commit."
     )
+    logging.getLogger("kafka.net.selector").warning(
+        "Task <kafka.net.selector.Task object at 0x7fa049f36290> ran for 0.131s (>0.100s "
+        "threshold). It is blocking the event loop -- likely a tight sync loop inside a "
+        "coroutine. Other pollers will time out."
+    )
     logging.getLogger("kafka.net.sasl.plain").warning("Sending username and password in the clear")
     logging.getLogger("detector.stream.service").info("consuming events")
     # Then only the security warning and our own line are printed
@@ -80,3 +87,19 @@ def test_describe_error_names_the_class_once() -> None:
     assert describe_error(KafkaConnectionError()) == "KafkaConnectionError: 111 ECONNREFUSED"
     assert describe_error(ValueError("bad")) == "ValueError: bad"
     assert describe_error(TimeoutError()) == "TimeoutError"
+
+
+def test_the_fetch_process_logs_where_the_service_does(
+    captured: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given the service logging to stderr, the fetch process shares its stderr
+    setup_logging("text", "INFO")
+    assert _where_logs_go() is None
+    # When the root logger writes to a file instead (as during the demo)
+    handler = logging.FileHandler(tmp_path / "demo.log")
+    logging.getLogger().handlers[:] = [handler]
+    # Then the fetch process is given that file as its stderr
+    try:
+        assert _where_logs_go() is handler.stream
+    finally:
+        handler.close()
