@@ -154,7 +154,7 @@ class Backtest:
             version_index=np.zeros(n, dtype=np.int16),
             versions=[scorer.version],
             severity_names=tuple(scorer.thresholds.names),
-            target_alert_rate=float(scorer.thresholds.percentiles[0]) / 100.0,
+            target_alert_rate=scorer.thresholds.alert_rate,
         )
         pending: tuple[str, float] | None = None  # (promoted version, reload at ms)
         drift_seen = 0

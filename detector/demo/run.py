@@ -260,7 +260,7 @@ def _run(
             "wall0": view.wall0,
             "first_version": v1,
             "retrain": retrain,
-            "target_false_alert_rate": float(bundle.thresholds.percentiles[0]) / 100.0,
+            "target_false_alert_rate": bundle.thresholds.alert_rate,
         }
         summary = summarize(events, scenarios, sent, recorder, alerts, service, story, spec, drift)
         summary = {

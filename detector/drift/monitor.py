@@ -174,7 +174,7 @@ class DriftMonitor:
         self._filled = 0
         self._head = 0
         summary = bundle.summary
-        self._target_rate = float(bundle.thresholds.percentiles[0]) / 100.0
+        self._target_rate = bundle.thresholds.alert_rate
         self._cal_mean = float(summary["calibration_normal_mean_log_likelihood"])
         self._cal_std = float(summary["calibration_normal_std_log_likelihood"]) or 1.0
         ref = summary.get("reference", {})

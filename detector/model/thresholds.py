@@ -41,6 +41,18 @@ class Thresholds:
             clean = np.quantile(clean, np.linspace(0.0, 1.0, MAX_STORED_SCORES))
         return cls(tuple(n for n, _ in ordered), pct, np.asarray(thr, dtype=np.float64), clean)
 
+    @property
+    def mildest(self) -> str:
+        """The least severe severity (named in the bundle): an event alerts at all when it
+        is below this one's threshold."""
+        return self.names[0]
+
+    @property
+    def alert_rate(self) -> float:
+        """Share (0-1) of normal events that alert at any severity: the mildest one's
+        percentile, what the drift monitor, the retrain gate and the reports compare with."""
+        return float(self.percentiles[0]) / 100.0
+
     def percentile_of(self, log_likelihood: np.ndarray) -> np.ndarray:
         """Share (in %) of normal calibration scores at or below each score."""
         if self.sorted_scores.size == 0:

@@ -240,7 +240,7 @@ def train(
         gmm.fit(fit_s)
 
     cal_scores = gmm.score_samples(cal_s)
-    thresholds = Thresholds.calibrate(cal_scores, settings.thresholds.levels)
+    thresholds = Thresholds.calibrate(cal_scores, settings.training.severity_percentiles)
     cal_normal = cal_scores[cal_scores >= thresholds.log_likelihood[0]]
     stored = cal_s
     if stored.shape[0] > settings.training.max_calibration_rows_stored:

@@ -270,7 +270,7 @@ def validate(
     fence = float(candidate.summary.get("trim_fence_log_likelihood", -np.inf))
     inside = np.isfinite(res.log_likelihood) & (res.log_likelihood >= fence)
     n = int(inside.sum())
-    target = float(candidate.thresholds.percentiles[0]) / 100.0
+    target = candidate.thresholds.alert_rate
     rate = float((res.severity[inside] > 0).mean()) if n else float("nan")
     allowed = max(
         cfg.alert_rate_tolerance * target,

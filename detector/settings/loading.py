@@ -187,11 +187,17 @@ def _strings(value: Any) -> Iterator[str]:
         yield str(value)
 
 
+# Settings whose value is itself a mapping (the old name kept so its error can say where
+# it went).
+DICT_VALUED_KEYS = ("severity_percentiles", "levels")
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ``(dotted.key, value)`` leaves of a nested mapping (dicts of levels stay whole)."""
+    """Yield ``(dotted.key, value)`` leaves of a nested mapping (a dict-valued setting such
+    as ``training.severity_percentiles`` stays whole)."""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key != "levels":
+        if isinstance(value, Mapping) and key not in DICT_VALUED_KEYS:
             yield from flatten(value, f"{dotted}.")
         else:
             yield dotted, value

@@ -1,19 +1,23 @@
-"""``[thresholds]``: severity levels and alert explanations."""
+"""``[thresholds]``: how alerts are explained (severities are set at training)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from detector.settings.base import Section
 
+MOVED_LEVELS = (
+    "thresholds.levels moved to training.severity_percentiles (env "
+    "DETECTOR_TRAINING__SEVERITY_PERCENTILES): severities are fixed when a model is trained "
+    "and stored in its bundle; a running service uses the bundle's and never read this key"
+)
+
 
 class ThresholdSettings(Section):
-    """Severity levels: each is a low percentile of held-out normal log-likelihoods."""
+    """How alerts are explained. The severities themselves come from the model bundle."""
 
-    levels: dict[str, float] = Field(
-        default_factory=lambda: {"warning": 1.0, "critical": 0.1},
-        description="Severity name -> percentile of calibration log-likelihoods (1.0 = 1% of normal events alert).",
-    )
     top_features: int = Field(
         3,
         ge=1,
@@ -21,15 +25,11 @@ class ThresholdSettings(Section):
         description="Features listed per alert, by contribution to the Mahalanobis distance.",
     )
 
-    @model_validator(mode="after")
-    def _levels_valid(self) -> ThresholdSettings:
-        if not self.levels:
-            raise ValueError("at least one severity level is needed")
-        for name, pct in self.levels.items():
-            if not (0.0 < pct < 50.0):
-                raise ValueError(f"levels.{name} = {pct}: a percentile must be in (0, 50)")
-            if name in ("none", ""):
-                raise ValueError(f"levels: {name!r} is reserved for 'no alert'")
-        if len(set(self.levels.values())) != len(self.levels):
-            raise ValueError(f"levels {self.levels}: two severities share a percentile")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _levels_moved(cls, data: Any) -> Any:
+        # A key that looked like a service knob but only acted at training: refused with
+        # where it went, not the generic "unknown key".
+        if isinstance(data, dict) and "levels" in data:
+            raise ValueError(MOVED_LEVELS)
+        return data

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from detector.settings.base import Section
 
 
 class TrainingSettings(Section):
-    """How training data is split, subsampled and searched."""
+    """How training data is split, subsampled and searched, and which severities it calibrates."""
+
+    severity_percentiles: dict[str, float] = Field(
+        default_factory=lambda: {"warning": 1.0, "critical": 0.1},
+        description="Severity name -> percentile of held-out normal log-likelihoods its threshold sits at (1.0 = 1% of normal events alert at least at that severity). Stored in the bundle: changing it needs a retrain.",
+    )
 
     calibration_fraction: float = Field(
         0.2,
@@ -45,3 +50,19 @@ class TrainingSettings(Section):
     entity_column: str = Field(
         "entity", description="Column holding the entity id in CSV files; never used as a feature."
     )
+
+    @model_validator(mode="after")
+    def _severities_valid(self) -> TrainingSettings:
+        levels = self.severity_percentiles
+        if not levels:
+            raise ValueError("severity_percentiles: at least one severity is needed")
+        for name, pct in levels.items():
+            if not (0.0 < pct < 50.0):
+                raise ValueError(
+                    f"severity_percentiles.{name} = {pct}: a percentile must be in (0, 50)"
+                )
+            if name in ("none", ""):
+                raise ValueError(f"severity_percentiles: {name!r} is reserved for 'no alert'")
+        if len(set(levels.values())) != len(levels):
+            raise ValueError(f"severity_percentiles {levels}: two severities share a percentile")
+        return self

@@ -52,10 +52,12 @@ def test_precedence_arguments_over_env_over_file_over_defaults(tmp_path: Path, m
 def test_env_alone_configures_everything(monkeypatch) -> None:
     monkeypatch.setenv("DETECTOR_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     monkeypatch.setenv("DETECTOR_KAFKA__INPUT_TOPIC", "events")
-    monkeypatch.setenv("DETECTOR_THRESHOLDS__LEVELS", '{"warning": 2.0, "critical": 0.5}')
+    monkeypatch.setenv(
+        "DETECTOR_TRAINING__SEVERITY_PERCENTILES", '{"warning": 2.0, "critical": 0.5}'
+    )
     s = load_settings()
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
-    assert s.thresholds.levels == {"warning": 2.0, "critical": 0.5}
+    assert s.training.severity_percentiles == {"warning": 2.0, "critical": 0.5}
 
 
 def test_config_file_from_detector_config_env(tmp_path: Path) -> None:
@@ -74,7 +76,15 @@ def test_config_file_from_detector_config_env(tmp_path: Path) -> None:
             "[model]\nn_components_min = 5\nn_components_max = 2\n",
             "n_components_min (5) must be <=",
         ),
-        ("[thresholds]\nlevels = { warning = 60.0 }\n", "levels.warning = 60.0"),
+        (
+            "[training]\nseverity_percentiles = { warning = 60.0 }\n",
+            "severity_percentiles.warning = 60.0",
+        ),
+        # the old name, which only ever acted at training, says where it went
+        (
+            "[thresholds]\nlevels = { warning = 2.0 }\n",
+            "thresholds.levels moved to training.severity_percentiles",
+        ),
         ('[kafka]\nsecurity_protocol = "SASL_SSL"\n', "needs kafka.sasl_mechanism"),
     ],
 )

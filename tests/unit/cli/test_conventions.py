@@ -129,7 +129,7 @@ def test_config_show_is_toml_with_every_key_that_config_check_accepts(tmp_path: 
     given = tmp_path / "given.toml"
     given.write_text(
         '[features]\ntemporal = { vibration = 5, "bearing temp" = 3 }\n'
-        "[thresholds]\nlevels = { warning = 2.0, critical = 0.2 }\n"
+        "[training]\nseverity_percentiles = { warning = 2.0, critical = 0.2 }\n"
         '[kafka]\ninput_topic = "pumps"\n'
     )
     # When the effective configuration is shown (a flag and an env var on top)
