@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    import numpy as np
+    from detector.pipeline import BatchOutcome
 
 # Stage durations per batch: 100 us .. 5 s covers a 1-event batch to a stalled broker.
 _STAGE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -56,8 +57,6 @@ class BatchHistogram(Histogram):
         negative bucket (the log-likelihood's) has no ``_sum`` line on /metrics
         (prometheus-client follows OpenMetrics there), so its sum is not kept at all.
         """
-        import numpy as np  # here: the fetch process imports this package without numpy
-
         if values.size == 0:
             return
         # Prometheus buckets are "le": a value equal to a bound belongs to that bound's
@@ -252,6 +251,37 @@ class ServiceMetrics:
             "Rows scored on point-wise features only while an entity's temporal state warms up.",
             registry=r,
         )
+
+    def count_outcome(self, outcome: BatchOutcome) -> None:
+        """Count what every record of a processed batch became, and what scoring saw."""
+        for d in outcome.dead_letters:
+            self.dead_letters.labels(d.reason.value).inc()
+            if d.truncated:
+                self.dead_letters_truncated.inc()
+        self.events.labels("dead_lettered").inc(len(outcome.dead_letters))
+        self.events.labels("scored").inc(outcome.n_scored)
+        for stage in outcome.retried:
+            self.batch_retries.labels(stage).inc()
+        if outcome.temporal_warmup_rows:
+            self.temporal_warmup.inc(outcome.temporal_warmup_rows)
+        if outcome.suppressed:
+            self.alerts_suppressed.inc(outcome.suppressed)
+        for state, n in outcome.evictions.items():
+            if n:
+                self.state_evictions.labels(state).inc(n)
+        for a in outcome.alerts:
+            self.alerts.labels(a.severity).inc()
+        result = outcome.scored.result
+        valid = np.isfinite(result.log_likelihood)
+        if not valid.any():
+            return
+        unknown = int(result.unknown_categories.sum())
+        if unknown:
+            self.unknown_categories.inc(unknown)
+        partial = int((result.feature_missing.any(axis=1) & valid).sum())
+        if partial:
+            self.missing_scored.inc(partial)
+        self.log_likelihood.observe_batch(result.log_likelihood[valid])
 
     def counts(self) -> Counts:
         """What the service has done so far, for a stop line, the demo and the bench."""

@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from threadpoolctl import threadpool_limits
@@ -46,7 +45,7 @@ from detector.features.temporal import TemporalState
 from detector.health import HealthState
 from detector.logs import describe_error, last_connection_failure
 from detector.metrics import ServiceMetrics
-from detector.model.scorer import Scorer, ScoreResult
+from detector.model.scorer import Scorer
 from detector.pipeline import BatchOutcome, PipelineState, ScoredBatch, process
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings
@@ -421,46 +420,16 @@ class DetectorService:
         """Send the batch's dead letters and alerts; count what every record became."""
         assert self._producer is not None
         cfg = self.settings.kafka
-        m = self.metrics
         send = self._producer.send
-        futures: list[Any] = []
-        for d in outcome.dead_letters:
-            out = d.out
-            futures.append(
-                send(cfg.dead_letter_topic, value=out.value, key=out.key, headers=out.headers)
-            )
-            m.dead_letters.labels(d.reason.value).inc()
-            if d.truncated:
-                m.dead_letters_truncated.inc()
-        m.events.labels("dead_lettered").inc(len(outcome.dead_letters))
-        m.events.labels("scored").inc(outcome.n_scored)
-        for stage in outcome.retried:
-            m.batch_retries.labels(stage).inc()
-        if outcome.temporal_warmup_rows:
-            m.temporal_warmup.inc(outcome.temporal_warmup_rows)
-        if outcome.suppressed:
-            m.alerts_suppressed.inc(outcome.suppressed)
-        for state, n in outcome.evictions.items():
-            if n:
-                m.state_evictions.labels(state).inc(n)
-
-        result = outcome.scored.result
-        valid = np.isfinite(result.log_likelihood)
-        if valid.any():
-            self._observe_scores(result, valid)
-        for a in outcome.alerts:
-            futures.append(send(cfg.alerts_topic, value=a.out.value, key=a.out.key))
-            m.alerts.labels(a.severity).inc()
+        futures = [
+            send(cfg.dead_letter_topic, value=d.out.value, key=d.out.key, headers=d.out.headers)
+            for d in outcome.dead_letters
+        ]
+        futures += [
+            send(cfg.alerts_topic, value=a.out.value, key=a.out.key) for a in outcome.alerts
+        ]
+        self.metrics.count_outcome(outcome)
         return futures
-
-    def _observe_scores(self, result: ScoreResult, valid: np.ndarray) -> None:
-        unknown = int(result.unknown_categories.sum())
-        if unknown:
-            self.metrics.unknown_categories.inc(unknown)
-        partial = int((result.feature_missing.any(axis=1) & valid).sum())
-        if partial:
-            self.metrics.missing_scored.inc(partial)
-        self.metrics.log_likelihood.observe_batch(result.log_likelihood[valid])
 
     # -- commits -----------------------------------------------------------------------
     def _commit_ready(self) -> None:
