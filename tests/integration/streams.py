@@ -344,6 +344,7 @@ class CpuWatch:
     def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = window_s
         self.windows: list[tuple[float, str]] = []  # (busiest share, whose)
+        self._shares: list[dict[str, float]] = []  # every thread's and child's, per window
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -365,9 +366,25 @@ class CpuWatch:
         before, t0 = _cpu_by_thread_and_child(), time.monotonic()
         while not self._stop.wait(self.window_s):
             after, t1 = _cpu_by_thread_and_child(), time.monotonic()
-            shares = [((after[k] - before.get(k, 0.0)) / (t1 - t0), k) for k in after]
-            self.windows.append(max(shares, default=(0.0, "nothing")))
+            shares = {k: (after[k] - before.get(k, 0.0)) / (t1 - t0) for k in after}
+            self._shares.append(shares)
+            self.windows.append(max(((v, k) for k, v in shares.items()), default=(0.0, "nothing")))
             before, t0 = after, t1
 
     def busiest(self) -> tuple[float, str]:
         return max(self.windows, default=(0.0, "nothing"))
+
+    def busiest_sustained(self, windows: int = 3) -> tuple[float, str]:
+        """The highest mean share of one thread or child over ``windows`` windows in a row.
+
+        A spin is sustained (76-91% of a core for 40 s, as issue 16 saw); a fetch process
+        rejoining and decoding a backlog after an outage is a burst (56% in one 5 s window,
+        then 28%, on a loaded CI machine), which this tells apart.
+        """
+        best = (0.0, "nothing")
+        for i in range(max(0, len(self._shares) - windows + 1)):
+            run = self._shares[i : i + windows]
+            for key in run[-1]:
+                mean = sum(w.get(key, 0.0) for w in run) / windows
+                best = max(best, (mean, key))
+        return best

@@ -417,7 +417,10 @@ def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repea
         # When the events arrive and A dies holding an open transaction; B is left alone
         # and never restarts A's transactional id, so the broker must time A's out
         produced = produce(kafka.bootstrap_servers, k.input_topic, raws)
-        assert a.wait(120) == -signal.SIGKILL, log_a.read_text()[-3000:]
+        # (generous: a group join that stalls is ended by the watchdog after 30 s, and A
+        # must own partitions and finish a transaction before it dies)
+        wait_for(lambda: a.poll() is not None, 240, "A to kill itself", tail=log_a)
+        assert a.returncode == -signal.SIGKILL, log_a.read_text()[-3000:]
         wait_for(
             lambda: (
                 committed_total(kafka.bootstrap_servers, k.group_id, k.input_topic) == len(produced)

@@ -239,36 +239,34 @@ def test_readiness_follows_the_broker_killed_and_replaced(own_broker, tmp_path: 
     ids = {a["alert_id"] for a in alerts_of(bootstrap, settings.kafka.alerts_topic)}
     for i in anomalous:
         assert alert_id(topic, produced[i].partition, produced[i].offset) in ids
-    # and no thread and no fetch process burnt half a core in any 5 s window, from the kill
-    # through the outage, the recovery and 15 s of idling (scoring 2,000 events takes a
-    # fraction of one window)
-    share, whose = cpu.busiest()
-    assert share < 0.5, f"{whose} used {share:.0%} of a core: {cpu.windows}"
+    # and no thread and no fetch process burnt half a core over 15 s (three 5 s windows in
+    # a row), from the kill through the outage, the recovery and 15 s of idling (the
+    # recovery's rejoin and 2,000 events are a burst in one or two windows)
+    share, whose = cpu.busiest_sustained(windows=3)
+    assert share < 0.5, f"{whose} used {share:.0%} of a core over 15 s: {cpu.windows}"
     # and the outage left no sockets behind (this process and its fetch process)
     assert fds_after <= fds_before + 5, (fds_before, fds_after)
     print(
         f"not ready {took_s:.1f} s after the kill; ready {back_s:.1f} s after the restart; "
-        f"busiest thread {share:.0%} of a core ({whose}) over {len(cpu.windows)} windows; "
+        f"busiest thread over 15 s {share:.0%} of a core ({whose}), in one window "
+        f"{cpu.busiest()[0]:.0%}; "
         f"fds {fds_before} -> {fds_after}, RSS {rss_before_mib:.0f} -> {rss_after_mib:.0f} MiB"
     )
 
 
-def test_the_cpu_watch_sees_a_spinning_thread() -> None:
-    # Given a thread that spins for 3 s (what the check above must catch)
-    stop = time.monotonic() + 3.0
-
-    def spin() -> None:
-        while time.monotonic() < stop:
-            pass
-
+def test_the_cpu_watch_sees_a_spinning_process() -> None:
+    # Given a child process of ours that spins for 4.5 s (what the check above must catch;
+    # a process, so the watch does not wait on the spinner for the GIL)
+    spin = "import time\nend = time.monotonic() + 4.5\nwhile time.monotonic() < end: pass"
     # When it is watched in 1 s windows
     with CpuWatch(window_s=1.0) as cpu:
-        spinner = threading.Thread(target=spin)
-        spinner.start()
-        spinner.join()
-    # Then some window saw most of a core (the GIL is its own here: nothing else runs)
-    share, _ = cpu.busiest()
+        # ("detector.spin" in its argv makes it one of ours, as the fetch process is)
+        spinner = subprocess.Popen([sys.executable, "-c", spin, "detector.spin"])
+        spinner.wait(30)
+    # Then three windows in a row saw most of a core
+    share, whose = cpu.busiest_sustained(windows=3)
     assert share > 0.5, cpu.windows
+    assert "detector.spin" in whose
 
 
 def test_broker_sigstop_20s_is_not_ready_then_loses_nothing(own_broker, tmp_path: Path) -> None:
