@@ -41,8 +41,8 @@ _LL_BUCKETS = (
 class BatchHistogram(Histogram):
     """A ``Histogram`` that also takes a whole batch of values in one call.
 
-    ``observe()`` per event cost ~1 us each in the loop; one ``np.histogram`` per batch
-    and one increment per bucket cost a few us per batch. prometheus-client has no batch
+    ``observe()`` per event cost ~1 us each in the loop; one ``searchsorted`` and
+    ``bincount`` per batch and one increment per bucket cost a few us per batch. prometheus-client has no batch
     API, so this is the one place that touches its per-bucket counters (``_buckets``,
     ``_sum``, ``_upper_bounds``); ``tests/unit/test_metrics.py`` checks the exposition
     is the same as ``observe()`` value by value, so a client release that changes them
