@@ -70,6 +70,14 @@ STALLED_EXIT_CODE = 75
 
 
 # -- in a child process -------------------------------------------------------------------
+class _ServiceGone(Exception):
+    """The pipe to the service broke: the service exited or was killed.
+
+    Its own type, so that a ``ConnectionResetError`` or ``BrokenPipeError`` out of the Kafka
+    client (its sockets to the brokers) is never mistaken for it: that one is reported to
+    the service and logged, while this one ends the child quietly without committing."""
+
+
 # Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, lost, assigned,
 # status (a FetchStatus, once a second), committed (reply to a sync commit: None or the
 # error text), commit_result (an async commit's CommitResult), error. Service -> child:
@@ -273,9 +281,16 @@ class _Child:
         try:
             with self._send_lock:
                 _write(self.to_service, kind, payload)
-        except OSError:
+        except OSError as exc:
             self.service_gone = True
-            raise
+            raise _ServiceGone(f"sending {kind!r}: {exc}") from exc
+
+    def receive(self) -> tuple[str, Any]:
+        try:
+            return _read(self.from_service)
+        except (EOFError, OSError) as exc:
+            self.service_gone = True
+            raise _ServiceGone(f"reading from the service: {exc!r}") from exc
 
     def handle(self, kind: str, payload: Any) -> None:
         """A message from the service, outside a revocation (sync commits block here)."""
@@ -295,8 +310,15 @@ class _Child:
             self.stopping = True
 
     def drain_control(self) -> None:
-        while not self.stopping and self.from_service.poll(0):
-            self.handle(*_read(self.from_service))
+        while not self.stopping and self._service_pipe_ready():
+            self.handle(*self.receive())
+
+    def _service_pipe_ready(self) -> bool:
+        try:
+            return self.from_service.poll(0)
+        except (EOFError, OSError) as exc:
+            self.service_gone = True
+            raise _ServiceGone(f"polling the service's pipe: {exc!r}") from exc
 
     def relay_commit_results(self) -> None:
         assert self.fetcher is not None
@@ -345,13 +367,12 @@ class _Child:
                 log.warning("no answer from the service within %.0f s of a revocation", timeout_s)
                 return  # uncommitted work is redelivered to the new owner
             try:
-                if not self.from_service.poll(0):
+                if not self._service_pipe_ready():
                     await self.fetcher.sleep(REVOKE_POLL_S)
                     continue
-                kind, payload = _read(self.from_service)
-            except (EOFError, OSError):
-                self.service_gone = True  # kafka-python swallows listener errors: remember
-                return
+                kind, payload = self.receive()
+            except _ServiceGone:
+                return  # kafka-python swallows listener errors: service_gone remembers
             if kind == "resume":
                 return
             if kind == "commit" and payload[1]:
@@ -473,11 +494,11 @@ def child_main(read_fd: int, write_fd: int) -> int:
     child = _Child(to_service, from_service, settings)
     try:
         child.serve()
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        child.service_gone = True
+    except _ServiceGone:
         return 0  # the service went away: stop without committing anything more
     except Exception as exc:  # reported to the service, which restarts the session
-        with contextlib.suppress(OSError):
+        log.exception("the fetch process failed; the service will start a new Kafka session")
+        with contextlib.suppress(_ServiceGone):
             child.send("error", f"{type(exc).__name__}: {exc}")
         return 1
     finally:

@@ -670,7 +670,7 @@ class DetectorService:
         self.metrics.model_reloads.labels("refused").inc()
         assert self.scorer is not None
         log.error(
-            "cannot read the registry (%s); still scoring with %s, checking again every %.0f s",
+            "cannot read the registry (%s); still scoring with %s, checking again every %g s",
             reason,
             self.scorer.version,
             self.settings.service.reload_interval_s,

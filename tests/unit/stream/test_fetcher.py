@@ -20,6 +20,7 @@ from detector.stream.fetch_process import (
     ProcessFetcher,
     _Child,
     _read,
+    _ServiceGone,
     _write,
 )
 from detector.stream.fetcher import FetcherError, RecordBatch
@@ -166,8 +167,9 @@ def test_a_revocation_after_the_service_died_commits_nothing() -> None:
     to_child_w.close()
     from_child_r.close()
 
-    # When the consumer revokes on its way out, Then the child does not block or raise
-    with pytest.raises(BrokenPipeError):
+    # When the consumer revokes on its way out, Then the child does not block, and what it
+    # raises says the service is gone (kafka-python swallows it; serve() would end quietly)
+    with pytest.raises(_ServiceGone):
         drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))
     assert child.service_gone
     drive(child.hand_over_async("revoked", [TopicPartition("t", 0)]))  # later callbacks are no-ops
@@ -275,3 +277,50 @@ def test_a_wedged_poll_ends_the_fetch_process_with_its_own_exit_code() -> None:
     assert proc.returncode == STALLED_EXIT_CODE, proc.stderr
     assert time.monotonic() - started >= 2.0
     assert "poll has not returned" in proc.stderr and "poll_stall_timeout_ms" in proc.stderr
+
+
+RESETTING_CHILD = """
+import sys
+from detector.stream import fetch_process
+
+class ResettingFetcher:  # a Kafka client whose broker socket was reset mid-poll
+    def __init__(self, cfg, handler):
+        pass
+    def poll(self, timeout_ms):
+        raise ConnectionResetError(104, "Connection reset by peer")
+    def close(self):
+        pass
+
+fetch_process.ConsumerFetcher = ResettingFetcher
+sys.exit(fetch_process.child_main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def test_a_connection_reset_in_the_kafka_client_is_reported_not_taken_for_the_service_gone() -> (
+    None
+):
+    # Given a fetch process whose Kafka client raises ConnectionResetError out of poll (the
+    # same type a broken pipe to the service raises)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESETTING_CHILD, str(to_child_r), str(from_child_w)],
+        pass_fds=(to_child_r, from_child_w),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(to_child_r)
+    os.close(from_child_w)
+    to_child = Connection(to_child_w, readable=False)
+    from_child = Connection(from_child_r, writable=False)
+    # When it starts
+    _write(to_child, "settings", small_settings())
+    # Then it tells the service why it failed, logs it, and exits non-zero; it does not
+    # exit 0 as if the service had gone away (which the service saw as "gone, still running")
+    message = recv(from_child)
+    _, stderr = proc.communicate(timeout=30)
+    assert message == ("error", "ConnectionResetError: [Errno 104] Connection reset by peer")
+    assert proc.returncode == 1
+    assert "the fetch process failed" in stderr and "ConnectionResetError" in stderr
+    to_child.close()
+    from_child.close()
