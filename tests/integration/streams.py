@@ -3,12 +3,14 @@ and running the service in a thread or as a real `detector run` process."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -201,6 +203,20 @@ def service_thread(settings: Settings, **run_kw: Any) -> Iterator[DetectorServic
             raise errors[0]
 
 
+def held_partitions(log: Path) -> set[str]:
+    """The partitions a ``detector run`` process holds now, by its log: each session starts
+    with none ("consuming ..."), revocations take away, assignments add."""
+    held: set[str] = set()
+    for line in log.read_text().splitlines():
+        if "detector.stream.service: consuming " in line:
+            held = set()
+        for word, sign in (("partitions revoked: ", -1), ("partitions assigned: ", 1)):
+            if word in line:
+                named = set(ast.literal_eval(line.split(word, 1)[1].strip()))
+                held = held - named if sign < 0 else held | named
+    return held
+
+
 def wait_for(
     predicate: Any,
     timeout_s: float,
@@ -324,9 +340,11 @@ def _cpu_by_thread_and_child() -> dict[str, float]:
     """CPU seconds of each thread of this process and of each direct child that runs our
     code (the fetch process; not a broker the test started), keyed by a readable name."""
     out: dict[str, float] = {}
+    names = {t.native_id: t.name for t in threading.enumerate()}
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):  # the thread ended between listdir and open
-            out[f"thread {tid}"] = _cpu_s(f"/proc/self/task/{tid}/stat")
+            name = names.get(int(tid), "not a Python thread")
+            out[f"thread {tid} ({name})"] = _cpu_s(f"/proc/self/task/{tid}/stat")
     for pid, module in _our_children():
         with contextlib.suppress(OSError):
             out[f"child {pid} ({module})"] = _cpu_s(f"/proc/{pid}/stat")
@@ -345,6 +363,9 @@ class CpuWatch:
         self.window_s = window_s
         self.windows: list[tuple[float, str]] = []  # (busiest share, whose)
         self._shares: list[dict[str, float]] = []  # every thread's and child's, per window
+        # Where each thread of ours over half a core was, in Python, at the end of such a
+        # window: what a spin report needs to say which code spins.
+        self.stacks: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -368,8 +389,20 @@ class CpuWatch:
             after, t1 = _cpu_by_thread_and_child(), time.monotonic()
             shares = {k: (after[k] - before.get(k, 0.0)) / (t1 - t0) for k in after}
             self._shares.append(shares)
+            self._keep_stacks_of_busy_threads(shares)
             self.windows.append(max(((v, k) for k, v in shares.items()), default=(0.0, "nothing")))
             before, t0 = after, t1
+
+    def _keep_stacks_of_busy_threads(self, shares: dict[str, float]) -> None:
+        frames = sys._current_frames()
+        by_native = {t.native_id: t.ident for t in threading.enumerate()}
+        for key, share in shares.items():
+            if share < 0.5 or not key.startswith("thread "):
+                continue
+            ident = by_native.get(int(key.split()[1]))
+            frame = frames.get(ident) if ident is not None else None
+            if frame is not None:
+                self.stacks[key] = "".join(traceback.format_stack(frame)[-8:])
 
     def busiest(self) -> tuple[float, str]:
         return max(self.windows, default=(0.0, "nothing"))

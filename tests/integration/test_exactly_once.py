@@ -39,6 +39,7 @@ from tests.integration.streams import (
     committed_total,
     env_for,
     events_with_anomalies,
+    held_partitions,
     offline_alert_ids,
     produce,
     settings_for_test,
@@ -417,7 +418,18 @@ def test_a_replica_dying_mid_transaction_hands_its_partitions_over_without_repea
         DETECTOR_KAFKA__TEST_CRASH_AFTER_TRANSACTIONS="1",
     )
     try:
-        wait_for(lambda: "partitions assigned: ['" in log_a.read_text(), 60, "A's partitions")
+        # (both holding partitions before any event exists: if A's first join stalls, B
+        # would otherwise take and finish every event, and A never reach its crash point)
+        wait_for(
+            lambda: (
+                bool(held_partitions(log_a))
+                and bool(held_partitions(log_b))
+                and len(held_partitions(log_a) | held_partitions(log_b)) == PARTITIONS
+            ),
+            150,
+            "A and B both holding partitions",
+            tail=log_a,
+        )
         # When the events arrive and A dies holding an open transaction; B is left alone
         # and never restarts A's transactional id, so the broker must time A's out
         produced = produce(kafka.bootstrap_servers, k.input_topic, raws)

@@ -250,7 +250,11 @@ def test_readiness_follows_the_broker_killed_and_replaced(own_broker, tmp_path: 
         # (the producer's network thread, by its place) at 95-99% of a core in every window
         # after the restart. Marked here, after every other check of this test has passed,
         # so the spin is reported each time it happens and hides nothing else.
-        pytest.xfail(f"open bug: {whose} used {share:.0%} of a core over 15 s: {cpu.windows}")
+        where = cpu.stacks.get(whose, "(no Python stack: not a Python thread, or a child)")
+        pytest.xfail(
+            f"open bug: {whose} used {share:.0%} of a core over 15 s: {cpu.windows}\n"
+            f"its stack in a busy window:\n{where}"
+        )
     print(
         f"not ready {took_s:.1f} s after the kill; ready {back_s:.1f} s after the restart; "
         f"busiest thread over 15 s {share:.0%} of a core ({whose}), in one window "
