@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check detector tests bench
 	$(BIN)/mypy detector bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q -rxX -p no:cacheprovider --durations=25 $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check detector tests bench
@@ -38,7 +38,7 @@ integration-kafka: $(STAMP)
 	DETECTOR_TEST_BROKER=kafka $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 integration-tansu: $(STAMP)
-	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) tests/integration
+	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -rxX -p no:cacheprovider $(PYTEST_WORKERS) tests/integration
 
 demo: $(STAMP)
 	$(BIN)/detector demo $(DEMO_ARGS)

@@ -67,6 +67,43 @@ PIPE_BYTES = 1 << 20
 CHILD_EXIT_TIMEOUT_S = 15.0
 # The fetch process's exit code when its Kafka client wedged (``_Child.watch``).
 STALLED_EXIT_CODE = 75
+# kafka-python's group-coordinator lines (DEBUG included) the fetch process keeps, newest
+# last, to print when the watchdog ends a wedged client: the cause of the join stalls seen
+# on Apache Kafka is not known, and these say what the client last did in the join.
+RECENT_COORDINATOR_LINES = 200
+COORDINATOR_LOGGER = "kafka.coordinator"
+
+
+class RecentRecords(logging.Handler):
+    """Keeps the last ``maxlen`` records of a logger, formatted only when asked for.
+
+    The records still reach the root handler, whose filter drops kafka-python's below
+    WARNING: nothing more is printed until ``lines()`` is."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: deque[logging.LogRecord] = deque(maxlen=maxlen)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)  # deque appends are atomic: the IO thread logs too
+
+    def lines(self) -> list[str]:
+        out = []
+        for record in list(self.records):
+            try:
+                out.append(self.format(record))
+            except Exception as exc:  # a record whose arguments no longer format
+                out.append(f"(unformattable record {record.msg!r}: {exc})")
+        return out
+
+
+def keep_recent_coordinator_records(maxlen: int = RECENT_COORDINATOR_LINES) -> RecentRecords:
+    recent = RecentRecords(maxlen)
+    coordinator = logging.getLogger(COORDINATOR_LOGGER)
+    coordinator.setLevel(logging.DEBUG)
+    coordinator.addHandler(recent)
+    return recent
 
 
 # -- in a child process -------------------------------------------------------------------
@@ -276,6 +313,8 @@ class _Child:
     # Since when this member has been (re)joining its group: from the start and from the
     # end of each hand-over until the next assignment (None while it holds an assignment).
     _joining_since: float | None = None
+    # kafka-python's recent coordinator records, printed when the watchdog fires.
+    recent: RecentRecords | None = None
 
     def send(self, kind: str, payload: Any) -> None:
         try:
@@ -433,6 +472,13 @@ class _Child:
                     stalled_s,
                     self.settings.kafka.poll_stall_timeout_ms,
                 )
+                if self.recent is not None:
+                    lines = self.recent.lines()
+                    log.error(
+                        "the Kafka client's last %d coordinator log lines:\n%s",
+                        len(lines),
+                        "\n".join(lines),
+                    )
                 logging.shutdown()
                 os._exit(STALLED_EXIT_CODE)  # the pipe closes: the service sees the exit
 
@@ -492,6 +538,7 @@ def child_main(read_fd: int, write_fd: int) -> int:
 
     setup_logging(settings.service.log_format, settings.service.log_level)
     child = _Child(to_service, from_service, settings)
+    child.recent = keep_recent_coordinator_records()
     try:
         child.serve()
     except _ServiceGone:

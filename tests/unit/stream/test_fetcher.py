@@ -253,13 +253,17 @@ def test_the_watchdog_counts_a_running_poll_and_a_join_but_not_a_hand_over() -> 
 
 
 WEDGED_CHILD = """
-import sys, time
+import logging, sys, time
 from tests.unit.conftest import small_settings
 from tests.unit.stream.test_fetcher import pipe
-from detector.stream.fetch_process import _Child
+from detector.logs import setup_logging
+from detector.stream.fetch_process import _Child, keep_recent_coordinator_records
+setup_logging()
 to_child_r, _ = pipe()
 _, from_child_w = pipe()
 child = _Child(from_child_w, to_child_r, small_settings(kafka={"poll_stall_timeout_ms": %d}))
+child.recent = keep_recent_coordinator_records()
+logging.getLogger("kafka.coordinator.base").debug("Sending JoinGroup to %%s", "node 1")
 child._poll_started = time.monotonic()  # a poll that never returns
 child.watch(interval_s=0.05)
 sys.exit(3)  # not reached: the watchdog ends the process
@@ -277,6 +281,10 @@ def test_a_wedged_poll_ends_the_fetch_process_with_its_own_exit_code() -> None:
     assert proc.returncode == STALLED_EXIT_CODE, proc.stderr
     assert time.monotonic() - started >= 2.0
     assert "poll has not returned" in proc.stderr and "poll_stall_timeout_ms" in proc.stderr
+    # ...and with what the client's coordinator last logged, DEBUG included (which is not
+    # printed while the client runs)
+    assert "last 1 coordinator log lines" in proc.stderr
+    assert "kafka.coordinator.base: Sending JoinGroup to node 1" in proc.stderr
 
 
 RESETTING_CHILD = """
