@@ -12,43 +12,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from detector.settings import KafkaSettings
+from detector.stream import kafka_python_fixes
 
-
-def _close_sockets_of_failed_connects() -> None:
-    """kafka-python 3.0's ``KafkaNetSocket.connect`` leaves the socket of a refused or timed
-    out connect open: the exception's traceback holds it in a reference cycle, which only
-    a full garbage collection frees. Measured on a broker killed and restarted: the fetch
-    process held ~5 more sockets after each outage (4 -> 19 over four), i.e. one per
-    attempt, so a long outage would run a replica out of file descriptors. Closing the
-    socket when the connect fails frees it at once; the version guard leaves a release
-    that changed this method alone."""
-    try:
-        from kafka.net import inet
-    except ImportError:  # a kafka-python without the 3.0 network layer
-        return
-    original = getattr(inet.KafkaNetSocket, "connect", None)
-    if original is None or getattr(original, "_closes_on_failure", False):
-        return
-
-    async def connect(
-        self: Any, net: Any, addrinfo: Any, socket_options: Any = (), timeout_at: Any = None
-    ) -> Any:
-        family, sock_type, proto, _canonname, sockaddr = addrinfo
-        sock = self.socket(family, sock_type, proto)
-        try:
-            sock.setblocking(False)
-            for option in socket_options:
-                sock.setsockopt(*option)
-            return await self.sock_connect(net, sock, sockaddr, timeout_at=timeout_at)
-        except BaseException:  # refused, timed out, or the connect task cancelled
-            sock.close()
-            raise
-
-    connect._closes_on_failure = True  # type: ignore[attr-defined]
-    inet.KafkaNetSocket.connect = connect
-
-
-_close_sockets_of_failed_connects()
+kafka_python_fixes.apply()
 
 
 def security_config(cfg: KafkaSettings) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Two fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
+
+Each replaces one method, is measured by a test in ``tests/unit/stream/test_kafka_python_fixes.py``
+that fails without it, and leaves a release that changed the method alone (it checks the
+method is still the one it was written against, by a marker it sets itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def close_sockets_of_failed_connects() -> None:
+    """kafka-python 3.0's ``KafkaNetSocket.connect`` leaves the socket of a refused or timed
+    out connect open: the exception's traceback holds it in a reference cycle, which only
+    a full garbage collection frees. Measured on a broker killed and restarted: the fetch
+    process held ~5 more sockets after each outage (4 -> 19 over four), i.e. one per
+    attempt, so a long outage would run a replica out of file descriptors. Closing the
+    socket when the connect fails frees it at once."""
+    try:
+        from kafka.net import inet
+    except ImportError:  # a kafka-python without the 3.0 network layer
+        return
+    original = getattr(inet.KafkaNetSocket, "connect", None)
+    if original is None or getattr(original, "_closes_on_failure", False):
+        return
+
+    async def connect(
+        self: Any, net: Any, addrinfo: Any, socket_options: Any = (), timeout_at: Any = None
+    ) -> Any:
+        family, sock_type, proto, _canonname, sockaddr = addrinfo
+        sock = self.socket(family, sock_type, proto)
+        try:
+            sock.setblocking(False)
+            for option in socket_options:
+                sock.setsockopt(*option)
+            return await self.sock_connect(net, sock, sockaddr, timeout_at=timeout_at)
+        # Refused, timed out or cancelled. Each way, the wait's io_guard has unregistered
+        # the socket from the selector before this runs (a cancelled task closes its
+        # stack from the top, the guard first), so closing cannot leave a stale entry.
+        except BaseException:
+            sock.close()
+            raise
+
+    connect._closes_on_failure = True  # type: ignore[attr-defined]
+    inet.KafkaNetSocket.connect = connect
+
+
+def count_only_waiting_batches_as_unknown_leaders() -> None:
+    """kafka-python 3.0's ``RecordAccumulator.ready`` reports "unknown leaders exist" for
+    any partition it ever sent to whose leader is unknown, even when nothing waits to be
+    sent there (its queue is empty). The sender then asks for a metadata update on every
+    turn, each request wakes its own poll at once, and the producer's network thread
+    spins at a full core for as long as the partition stays unknown: found after a broker
+    replacement, where the new broker had not yet created the alerts and samples topics
+    (issue 16, item 5: 5,098 ``request_update`` calls from ``_send_producer_data`` in 1 s,
+    90-99% of a core until the topics came back). A topic deleted under a running
+    service would, by the same code, do it for ever. Apache Kafka's Java producer counts
+    a partition only when a batch waits in it; so does this. The original still does all
+    the work; the extra check runs only when it reports unknown leaders."""
+    try:
+        from kafka.producer.record_accumulator import RecordAccumulator
+    except ImportError:
+        return
+    original = getattr(RecordAccumulator, "ready", None)
+    if original is None or getattr(original, "_waiting_batches_only", False):
+        return
+
+    def ready(self: Any, cluster: Any, now: Any = None) -> Any:
+        ready_nodes, next_ready_check, unknown_leaders_exist = original(self, cluster, now=now)
+        if unknown_leaders_exist:
+            # A read without the partition's lock is enough: a batch appended just after
+            # it wakes the sender, and its next turn sees the batch.
+            unknown_leaders_exist = any(
+                queue and cluster.leader_for_partition(tp) in (None, -1)
+                for tp, queue in list(self._batches.items())
+            )
+        return ready_nodes, next_ready_check, unknown_leaders_exist
+
+    ready._waiting_batches_only = True  # type: ignore[attr-defined]
+    RecordAccumulator.ready = ready
+
+
+def apply() -> None:
+    close_sockets_of_failed_connects()
+    count_only_waiting_batches_as_unknown_leaders()
