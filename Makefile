@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # module fixtures are built once). PYTEST_WORKERS= runs them in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu bench bench-quality bench-train clean image
+.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu integration-confluent bench bench-transports bench-quality bench-train clean image
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -37,6 +37,11 @@ integration: $(STAMP)
 integration-kafka: $(STAMP)
 	DETECTOR_TEST_BROKER=kafka $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
+# The service's integration tests with kafka.client = "confluent" (confluent-kafka), on the
+# run's broker (Apache Kafka where java runs).
+integration-confluent: $(STAMP)
+	DETECTOR_TEST_CLIENT=confluent $(BIN)/python -m pytest -q -rxX -p no:cacheprovider $(PYTEST_WORKERS) tests/integration
+
 integration-tansu: $(STAMP)
 	DETECTOR_TEST_BROKER=tansu $(BIN)/python -m pytest -q -rxX -p no:cacheprovider $(PYTEST_WORKERS) tests/integration
 
@@ -45,6 +50,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+bench-transports: $(STAMP)
+	$(BIN)/python -m bench.transports $(BENCH_ARGS)
 
 bench-quality: $(STAMP)
 	$(BIN)/python -m bench.quality $(BENCH_ARGS)

@@ -22,13 +22,16 @@ import orjson
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 # Libraries whose loggers are filtered: every record whose logger name starts with one.
-THIRD_PARTY_LOGGERS = ("kafka",)
-# kafka-python's messages about reaching a broker (kafka/net/*.py, kafka/cluster.py), each
-# one failed attempt; authentication and topic errors are not among them and pass.
+THIRD_PARTY_LOGGERS = ("kafka", "librdkafka")
+# kafka-python's messages about reaching a broker (kafka/net/*.py, kafka/cluster.py), and
+# librdkafka's, each one failed attempt; authentication and topic errors are not among
+# them and pass.
 _CONNECTION_TEXT = re.compile(
     r"connection failed|connection lost|bootstrap|not ready|econnrefused|socket disconnected"
     r"|error (receiving|sending) (network|request) data|: abort \(|request timed out"
-    r"|metadata refresh|no node available",
+    r"|metadata refresh|no node available"
+    # librdkafka's (detector.stream.transport.confluent)
+    r"|connect to .* failed|broker connections are down|disconnected \(after",
     re.IGNORECASE,
 )
 

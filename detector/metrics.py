@@ -151,6 +151,12 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "detector_model_info", "1 for the model version in use.", ["version"], registry=r
         )
+        self.kafka_client_info = Gauge(
+            "detector_kafka_client_info",
+            "1 for the Kafka client of the session running (kafka.client), by its transport.",
+            ["client", "transport"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "detector_model_load_seconds", "Time to verify and load the model in use.", registry=r
         )

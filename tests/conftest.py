@@ -5,6 +5,11 @@ present and its jars are cached or mvn can fetch them, Tansu otherwise. The head
 run says which. A test that needs one broker's feature is marked
 ``@pytest.mark.needs_broker("kafka", reason="...")``: on the other broker it is skipped with
 that reason shown (``-rs`` is on), never silently.
+
+``DETECTOR_TEST_CLIENT=kafka-python|confluent`` chooses the service's Kafka client
+(``kafka.client``; kafka-python unset); ``@pytest.mark.needs_client("kafka-python",
+reason="...")`` marks a test of one client's own machinery, skipped with the reason on the
+other.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from detector.stream.broker import BROKER_KINDS, BrokerKind, LocalBroker, local_broker
+from tests.kafka_client import CLIENTS, client_of_run
 
 BROKER_ENV = "DETECTOR_TEST_BROKER"
 
@@ -61,6 +67,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "needs_broker(kind, reason): the test needs a feature only that broker (kafka|tansu) "
         "has; on the other one it is skipped with the reason",
     )
+    config.addinivalue_line(
+        "markers",
+        "needs_client(client, reason): the test is about one Kafka client's own machinery "
+        "(kafka-python|confluent); on a run of the other one it is skipped with the reason",
+    )
     kind, why = _choice()
     config.stash[_KIND] = kind
     config.stash[_WHY] = why
@@ -70,7 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _header(config: pytest.Config) -> str:
-    return f"integration broker: {_label(config.stash[_KIND])}, {config.stash[_WHY]}"
+    return (
+        f"integration broker: {_label(config.stash[_KIND])}, {config.stash[_WHY]}; "
+        f"service's Kafka client: {client_of_run()}"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -102,6 +116,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(
                     pytest.mark.skip(
                         reason=f"needs {_label(needed)}, this run is on {_label(kind)}: {reason}"
+                    )
+                )
+        for mark in item.iter_markers("needs_client"):
+            needed = mark.args[0] if mark.args else mark.kwargs.get("client")
+            if needed not in CLIENTS:
+                raise pytest.UsageError(f"{item.nodeid}: needs_client({needed!r}) is not a client")
+            reason = mark.kwargs.get("reason") or (mark.args[1] if len(mark.args) > 1 else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: needs_client() without a reason")
+            if needed != client_of_run():
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"needs the {needed} client, this run's is {client_of_run()}: "
+                        f"{reason}"
                     )
                 )
 

@@ -41,6 +41,10 @@ class KafkaSettings(Section):
     drift_topic: str = Field(
         "detector.drift", min_length=1, description="Topic drift events are published to."
     )
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python",
+        description="Kafka client library of the service: kafka-python (pure Python, the default) or confluent (confluent-kafka on librdkafka, the 'fast' extra: pip install 'detector[fast]'; decodes records in C, so service.fetch_process does not apply). exactly_once needs kafka-python.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )
@@ -147,6 +151,12 @@ class KafkaSettings(Section):
     @model_validator(mode="after")
     def _delivery_possible(self) -> KafkaSettings:
         if self.delivery == "exactly_once":
+            if self.client != "kafka-python":
+                raise ValueError(
+                    f"delivery = 'exactly_once' needs client = 'kafka-python' (got "
+                    f"{self.client!r}): the transactions are written for kafka-python's "
+                    "producer only"
+                )
             if self.acks != "all":
                 raise ValueError(
                     f"delivery = 'exactly_once' needs acks = 'all' (got {self.acks!r}): a "

@@ -35,7 +35,7 @@ from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from detector.errors import DetectorError
-from detector.settings import KafkaSettings, Settings
+from detector.settings import KafkaSettings
 from detector.stream.clients import make_consumer
 from detector.stream.delivery import consumer_overrides
 
@@ -142,15 +142,6 @@ class Fetcher(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def open_fetcher(settings: Settings, handler: RebalanceHandler) -> Fetcher:
-    """The fetcher ``service.fetch_process`` asks for, subscribed to the input topic."""
-    if settings.service.fetch_process:
-        from detector.stream.fetch_process import ProcessFetcher
-
-        return ProcessFetcher(settings, handler)
-    return ConsumerFetcher(settings.kafka, handler)
 
 
 # -- in this process ----------------------------------------------------------------------

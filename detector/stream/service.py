@@ -50,14 +50,12 @@ from detector.pipeline import BatchOutcome, PipelineState, ScoredBatch, process
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
-from detector.stream.clients import make_producer
 from detector.stream.delivery import Transactions, exactly_once
 from detector.stream.fetcher import (
     Fetcher,
     FetcherError,
     FetchStatus,
     RecordBatch,
-    open_fetcher,
 )
 from detector.stream.memory import (
     HeapTrimmer,
@@ -66,6 +64,7 @@ from detector.stream.memory import (
     pin_malloc_mmap_threshold,
 )
 from detector.stream.reach import Backoff, check_reachable
+from detector.stream.transport import Serve, open_fetcher, open_producer
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +155,7 @@ class DetectorService:
         self._next_commit = 0.0
         self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
+        self._serve_sends: Serve = _nothing  # acknowledgements arrive here (confluent)
         self._transactions: Transactions | None = None  # kafka.delivery = "exactly_once"
         self.consumed = 0
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
@@ -270,11 +270,13 @@ class DetectorService:
                 self._transactions = Transactions(cfg)
                 self._producer = self._transactions.producer
             else:
-                self._producer = make_producer(cfg)
+                self._producer, self._serve_sends = open_producer(cfg)
             self._session_connected = True
             self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
             self._next_broker_check = time.monotonic() + BROKER_CHECK_IDLE_S
             self._fetcher = open_fetcher(self.settings, self)
+            self.metrics.kafka_client_info.clear()
+            self.metrics.kafka_client_info.labels(cfg.client, type(self._fetcher).__name__).set(1)
             self.health.connected = True
             self.health.reason = "connected"
             log.info(
@@ -343,7 +345,7 @@ class DetectorService:
 
     def _close(self) -> None:
         fetcher, producer = self._fetcher, self._producer
-        self._fetcher, self._producer = None, None
+        self._fetcher, self._producer, self._serve_sends = None, None, _nothing
         if self._transactions is not None:
             self._transactions.close(self.settings.service.shutdown_grace_s)
             self._transactions = None
@@ -438,6 +440,7 @@ class DetectorService:
         Rate-limited to ``commit_interval_ms``: each commit is a broker round trip, and a
         commit that waits a few ms only widens what a crash would redeliver.
         """
+        self._serve_sends()
         self._take_commit_results()
         if self._transactions is not None:
             self._commit_transaction(force=False)
@@ -695,6 +698,10 @@ class DetectorService:
         self.health.held = status.held
         for tp, lag in status.lag.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _describe(exc: Exception) -> str:

@@ -26,6 +26,7 @@ from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings, load_settings
 from detector.stream.service import DetectorService
+from tests.kafka_client import client_of_run
 
 # Short on both brokers: Tansu completes a group join only after half of it (DESIGN.md);
 # on Apache Kafka it bounds how long a killed member holds its partitions.
@@ -75,6 +76,7 @@ def events_with_anomalies(
 
 
 def settings_for_test(bootstrap: str, registry_dir: Path, **sections: dict[str, Any]) -> Settings:
+    """Settings of a test on this run's broker and Kafka client (``DETECTOR_TEST_CLIENT``)."""
     tag = uuid.uuid4().hex[:8]
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry_dir)},
@@ -90,6 +92,7 @@ def settings_for_test(bootstrap: str, registry_dir: Path, **sections: dict[str, 
             "drift_topic": f"drift-{tag}",
             "session_timeout_ms": SESSION_TIMEOUT_MS,
             "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+            "client": client_of_run(),
         },
         "service": {"reload_interval_s": 0.5, "metrics_port": 0, "poll_timeout_ms": 100},
     }
@@ -250,6 +253,7 @@ def env_for(settings: Settings) -> dict[str, str]:
             "DETECTOR_KAFKA__DRIFT_TOPIC": k.drift_topic,
             "DETECTOR_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
             "DETECTOR_KAFKA__FETCH_MAX_WAIT_MS": str(k.fetch_max_wait_ms),
+            "DETECTOR_KAFKA__CLIENT": k.client,
             "DETECTOR_SERVICE__METRICS_PORT": "0",
             "DETECTOR_SERVICE__RELOAD_INTERVAL_S": "0.5",
             "DETECTOR_SERVICE__POLL_TIMEOUT_MS": "100",

