@@ -46,11 +46,12 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from detector.demo.fleet import FEATURES as FLEET_FEATURES
 from detector.model.train import train
+from detector.pipeline import ScoredBatch
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings, load_settings
 from detector.stream.broker import BROKER_KINDS, LocalBroker, local_broker
 from detector.stream.clients import ensure_topics
-from detector.stream.service import DetectorService, ScoredBatch
+from detector.stream.service import DetectorService
 
 RESULTS = Path(__file__).parent / "results"
 # Realistic names make realistic ~200-byte events (the baseline's size): the demo pump's

@@ -34,7 +34,7 @@ from detector.pipeline.letters import DEFAULT_MAX_MESSAGE_BYTES, usable_bytes
 from detector.settings import DriftSettings, KafkaSettings
 
 if TYPE_CHECKING:
-    from detector.stream.service import ScoredBatch
+    from detector.pipeline import ScoredBatch
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,26 @@ found``) in one line of our own, instead of kafka-python's retries inside the
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from detector.errors import BrokerUnavailableError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Kafka clients reconnect by themselves, silently here (their lines are filtered), so a
+# broker lost mid-session is noticed by our own TCP check, made after this long without
+# records; a connect every few seconds of idleness costs the broker nothing.
+BROKER_CHECK_IDLE_S = 5.0
+# The in-session check blocks the (idle) loop: a short timeout keeps a black-holed host
+# from stalling heartbeats and reloads.
+BROKER_CHECK_TIMEOUT_S = 1.0
+# Back-off between failed checks: 0.5 s doubling up to 30 s, as between sessions.
+CHECK_BACKOFF_START_S = 0.5
+CHECK_BACKOFF_MAX_S = 30.0
 
 BOOTSTRAP_SETTING = "kafka.bootstrap_servers"
 BOOTSTRAP_ENV = "DETECTOR_KAFKA__BOOTSTRAP_SERVERS"
@@ -88,3 +104,49 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+class BrokerWatch:
+    """Reports a broker lost mid-session, one line per check with the back-off.
+
+    The session goes on (the client reconnects by itself, and a failed send still ends
+    the session); meanwhile /readyz says why it is not ready (``health``).
+    """
+
+    def __init__(self, servers: str | None, errors: Any, health: Any) -> None:
+        self.servers = servers
+        self.errors = errors  # a counter: inc() per failed check
+        self.health = health  # .connected, .reason
+        self.backoff = Backoff(CHECK_BACKOFF_START_S, CHECK_BACKOFF_MAX_S)
+        self.next_check = 0.0
+
+    def restart(self) -> None:
+        """A new session: no failure seen, the first check after an idle spell."""
+        self.backoff = Backoff(CHECK_BACKOFF_START_S, CHECK_BACKOFF_MAX_S)
+        self.next_check = time.monotonic() + BROKER_CHECK_IDLE_S
+
+    def __call__(self, got_records: bool) -> None:
+        now = time.monotonic()
+        if got_records and not self.backoff.failures:
+            self.next_check = now + BROKER_CHECK_IDLE_S
+            return
+        if now < self.next_check:
+            return
+        try:
+            check_reachable(self.servers, BROKER_CHECK_TIMEOUT_S)
+        except BrokerUnavailableError as exc:
+            self.errors.inc()
+            self.health.connected = False
+            self.health.reason = str(exc)
+            delay_s = self.backoff.next_delay_s()
+            log.warning(
+                "%s; the client reconnects, check %d in %.1f s", exc, self.backoff.failures, delay_s
+            )
+            self.next_check = now + delay_s
+            return
+        if self.backoff.failures:
+            log.info("broker %s reachable again", self.servers)
+            self.health.connected = True
+            self.health.reason = "connected"
+            self.backoff.reset()
+        self.next_check = now + BROKER_CHECK_IDLE_S

@@ -23,10 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
@@ -36,9 +34,6 @@ from threadpoolctl import threadpool_limits
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
 from detector.errors import (
     BrokerUnavailableError,
-    DetectorError,
-    ModelIntegrityError,
-    RegistryError,
 )
 from detector.events import EventParser
 from detector.features.temporal import TemporalState
@@ -63,7 +58,9 @@ from detector.stream.memory import (
     freeze_startup_objects,
     pin_malloc_mmap_threshold,
 )
-from detector.stream.reach import Backoff, check_reachable
+from detector.stream.models import ModelFollower
+from detector.stream.offsets import DeliveryError, OffsetBook
+from detector.stream.reach import Backoff, BrokerWatch, check_reachable
 from detector.stream.transport import Serve, open_fetcher, open_producer
 
 log = logging.getLogger(__name__)
@@ -76,36 +73,8 @@ LAG_INTERVAL_S = 1.0
 # Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
-# kafka-python reconnects by itself, silently here (its lines are filtered), so a broker
-# lost mid-session is noticed by our own TCP check, made after this long without
-# records; a connect every few seconds of idleness costs the broker nothing.
-BROKER_CHECK_IDLE_S = 5.0
-# The in-session check blocks the (idle) loop: a short timeout keeps a black-holed host
-# from stalling heartbeats and reloads.
-BROKER_CHECK_TIMEOUT_S = 1.0
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
-
-
-class DeliveryError(DetectorError):
-    """An alert or dead letter was not acknowledged; its batch must not be committed."""
-
-
-@dataclass
-class Pending:
-    """A processed batch whose offsets wait for its sends to be acknowledged."""
-
-    offsets: dict[TopicPartition, int]
-    futures: list[Any]
-    processed_at: float = field(default_factory=time.monotonic)  # for /readyz's commit age
-
-    def done(self) -> bool:
-        return all(f.is_done for f in self.futures)
-
-    def raise_if_failed(self) -> None:
-        for f in self.futures:
-            if f.failed():
-                raise DeliveryError(f"a send of the batch was not acknowledged: {f.exception!r}")
 
 
 BatchObserver = Callable[[ScoredBatch, KafkaProducer], list[Any]]
@@ -128,30 +97,22 @@ class DetectorService:
         self.health = HealthState(
             settings.service.heartbeat_stale_s, commit_overdue_s=commit_overdue_s(settings)
         )
+        # The model in use, followed in the registry (hot reload).
+        self.models = ModelFollower(settings, self.registry, self.metrics, self.health)
         self.parser = EventParser(settings.event)
         self.cooldown = Cooldown(settings.service.alert_cooldown_s)
         # The drift window: samples for the retraining job, drift tests over recent events.
         self.drift = DriftMonitor(settings.drift, settings.kafka, self.metrics)
         self.observers: list[BatchObserver] = [
             Sampler(settings.drift, settings.kafka, self.metrics, seed=settings.model.random_seed),
-            DriftObserver(self.drift, lambda: self.scorer),
+            DriftObserver(self.drift, lambda: self.models.scorer),
             *(observers or []),
         ]
-        self.scorer: Scorer | None = None
-        self.temporal: TemporalState | None = None  # per-entity history, when the model uses it
         self.stage_seconds: dict[str, float] = {}
         self._stop = threading.Event()
-        self._refused: set[str] = set()
-        self._model_fault: str | None = None  # the registry fault last logged, logged once
-        self._next_reload = 0.0
         self._next_lag = 0.0
         self._trim_heap = HeapTrimmer()
-        self._pending: deque[Pending] = deque()
-        self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
-        self._acked_since: float | None = None  # when the oldest of ``_acked`` was processed
-        # Async commits sent, not yet confirmed: ticket -> (offsets, oldest work in them).
-        self._unconfirmed: dict[int, tuple[dict[TopicPartition, int], float]] = {}
-        self._sent_max: dict[TopicPartition, int] = {}  # highest offset handed to a commit
+        self.offsets = OffsetBook()  # processed -> acknowledged -> committed
         self._next_commit = 0.0
         self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
@@ -161,8 +122,18 @@ class DetectorService:
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
         self._joining = True  # between a revocation (or the start) and the next assignment
         self._session_connected = False  # this session's producer reached the cluster
-        self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)  # checks failed mid-session
-        self._next_broker_check = 0.0
+        # A broker lost mid-session: our own TCP check, one line per check with back-off.
+        self._broker_watch = BrokerWatch(
+            settings.kafka.bootstrap_servers, self.metrics.broker_errors, self.health
+        )
+
+    @property
+    def scorer(self) -> Scorer | None:
+        return self.models.scorer
+
+    @property
+    def temporal(self) -> TemporalState | None:
+        return self.models.temporal
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -196,7 +167,7 @@ class DetectorService:
     def _serve(self, max_events: int | None, idle_timeout_s: float | None) -> None:
         backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         while not self.stopping:
-            if self.scorer is None and not self._load_initial_model():
+            if self.scorer is None and not self.models.load_initial():
                 self._stop.wait(max(1.0, self.settings.service.reload_interval_s))
                 continue
             self._session_connected = False
@@ -234,33 +205,9 @@ class DetectorService:
             )
         return f"Kafka session ended ({describe_error(exc)})"
 
-    def _load_initial_model(self) -> bool:
-        """Load CURRENT; on failure say why once (not once per retry) and stay not ready."""
-        try:
-            self._load_model(None)
-        except Exception as exc:  # any registry fault: wait for a usable model, never crash
-            reason = _describe(exc)
-            self.health.reason = f"no usable model: {reason}"
-            if reason != self._model_fault:
-                log.error(
-                    "no usable model yet (%s); not ready, checking the registry every %.0f s",
-                    reason,
-                    max(1.0, self.settings.service.reload_interval_s),
-                )
-            self._model_fault = reason
-            return False
-        if self._model_fault is not None:
-            log.info("the registry is usable again")
-        self._model_fault = None
-        return True
-
     def _session(self, max_events: int | None, idle_timeout_s: float | None) -> bool:
         cfg = self.settings.kafka
-        self._pending.clear()
-        self._acked = {}
-        self._acked_since = None
-        self._unconfirmed = {}
-        self._sent_max = {}
+        self.offsets.clear()
         self.health.uncommitted_since = None
         self.health.broker_problem = None
         self.health.held = {}
@@ -272,8 +219,7 @@ class DetectorService:
             else:
                 self._producer, self._serve_sends = open_producer(cfg)
             self._session_connected = True
-            self._broker_watch = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
-            self._next_broker_check = time.monotonic() + BROKER_CHECK_IDLE_S
+            self._broker_watch.restart()
             self._fetcher = open_fetcher(self.settings, self)
             self.metrics.kafka_client_info.clear()
             self.metrics.kafka_client_info.labels(cfg.client, type(self._fetcher).__name__).set(1)
@@ -290,13 +236,13 @@ class DetectorService:
             while not self.stopping:
                 batch = self._poll()
                 self.health.beat()
-                self._watch_broker(bool(batch))
+                self._broker_watch(got_records=bool(batch))
                 if batch:
                     self._idle_since = time.monotonic()
                     self._process(batch)
                 self._commit_ready()
                 self._evaluate_drift()
-                self._maybe_reload()
+                self.models.maybe_reload()
                 self._update_lag()
                 self._trim_heap()
                 if max_events is not None and self.consumed >= max_events:
@@ -309,39 +255,6 @@ class DetectorService:
             return True
         finally:
             self._close()
-
-    def _watch_broker(self, got_records: bool) -> None:
-        """Report a broker lost mid-session, one line per check with the back-off.
-
-        The session goes on (the client reconnects by itself, and a failed send still ends
-        the session); meanwhile /readyz says why it is not ready.
-        """
-        now = time.monotonic()
-        watch = self._broker_watch
-        if got_records and not watch.failures:
-            self._next_broker_check = now + BROKER_CHECK_IDLE_S
-            return
-        if now < self._next_broker_check:
-            return
-        cfg = self.settings.kafka
-        try:
-            check_reachable(cfg.bootstrap_servers, BROKER_CHECK_TIMEOUT_S)
-        except BrokerUnavailableError as exc:
-            self.metrics.broker_errors.inc()
-            self.health.connected = False
-            self.health.reason = str(exc)
-            delay_s = watch.next_delay_s()
-            log.warning(
-                "%s; the client reconnects, check %d in %.1f s", exc, watch.failures, delay_s
-            )
-            self._next_broker_check = now + delay_s
-            return
-        if watch.failures:
-            log.info("broker %s reachable again", cfg.bootstrap_servers)
-            self.health.connected = True
-            self.health.reason = "connected"
-            watch.reset()
-        self._next_broker_check = now + BROKER_CHECK_IDLE_S
 
     def _close(self) -> None:
         fetcher, producer = self._fetcher, self._producer
@@ -405,7 +318,7 @@ class DetectorService:
                     # Drift and sampling are advisory: a failure there must not stop scoring.
                     self.metrics.observer_errors.inc()
                     log.exception("batch observer %r failed; scoring continues", observer)
-        self._pending.append(Pending(batch.next_offsets, futures))
+        self.offsets.processed(batch.next_offsets, futures)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch of %d: %d scored, %d alerts, %d dead letters, %d sends in flight",
@@ -413,9 +326,9 @@ class DetectorService:
                 outcome.n_scored,
                 len(outcome.alerts),
                 len(outcome.dead_letters),
-                sum(len(p.futures) for p in self._pending),
+                sum(len(p.futures) for p in self.offsets.pending),
             )
-        if len(self._pending) > MAX_PENDING_BATCHES:
+        if len(self.offsets.pending) > MAX_PENDING_BATCHES:
             self._wait_oldest()
 
     def _publish(self, outcome: BatchOutcome) -> list[Any]:
@@ -445,52 +358,24 @@ class DetectorService:
         if self._transactions is not None:
             self._commit_transaction(force=False)
             return
-        while self._pending and self._pending[0].done():
-            head = self._pending.popleft()
-            head.raise_if_failed()
-            self._add_acked(head.offsets, head.processed_at)
+        self.offsets.collect_acknowledged()
         now = time.monotonic()
-        if self._acked and now >= self._next_commit:
-            assert self._acked_since is not None
-            ticket = self._commit(self._acked, sync=False)
-            self._unconfirmed[ticket] = (self._acked, self._acked_since)
-            self._acked, self._acked_since = {}, None
+        if now >= self._next_commit and (taken := self.offsets.take_acknowledged()):
+            offsets, since = taken
+            self.offsets.commit_sent(self._commit(offsets, sync=False), offsets, since)
             self._next_commit = now + self.settings.kafka.commit_interval_ms / 1000.0
-        self._update_uncommitted_since()
-
-    def _add_acked(self, offsets: dict[TopicPartition, int], processed_at: float) -> None:
-        for tp, offset in offsets.items():
-            if offset > self._acked.get(tp, -1):
-                self._acked[tp] = offset
-        if self._acked_since is None or processed_at < self._acked_since:
-            self._acked_since = processed_at
+        self.health.uncommitted_since = self.offsets.uncommitted_since()
 
     def _take_commit_results(self) -> None:
         """Async commits the broker answered: a failed one goes back into the next commit."""
         assert self._fetcher is not None
         for ticket, error in self._fetcher.commit_results():
-            sent = self._unconfirmed.pop(ticket, None)
-            if sent is None or error is None:
-                continue
-            offsets, since = sent
-            # Only partitions no later commit has moved further: never commit backwards.
-            retry = {tp: o for tp, o in offsets.items() if o >= self._sent_max.get(tp, -1)}
-            if retry:
-                self._add_acked(retry, since)
-            # Not again every commit interval while the coordinator is away.
-            self._next_commit = max(self._next_commit, time.monotonic() + COMMIT_RETRY_S)
-
-    def _update_uncommitted_since(self) -> None:
-        """The oldest processed work not yet confirmed committed, for /readyz."""
-        times = [since for _, since in self._unconfirmed.values()]
-        if self._acked_since is not None:
-            times.append(self._acked_since)
-        if self._pending:
-            times.append(self._pending[0].processed_at)
-        self.health.uncommitted_since = min(times) if times else None
+            if self.offsets.commit_answered(ticket, error):
+                # Not again every commit interval while the coordinator is away.
+                self._next_commit = max(self._next_commit, time.monotonic() + COMMIT_RETRY_S)
 
     def _wait_oldest(self) -> None:
-        head = self._pending[0]
+        head = self.offsets.pending[0]
         with self._stage("wait_acks"):
             for f in head.futures:
                 f.get(timeout=self.settings.kafka.request_timeout_ms / 1000.0)  # raises if failed
@@ -505,31 +390,18 @@ class DetectorService:
             return
         with self._stage("drain"):
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
+            self._serve_sends()
             self._take_commit_results()
-            # Async commits not yet answered are committed again with the rest: the same
-            # offset twice is harmless, one lost on the way would be redelivered.
-            for offsets, since in self._unconfirmed.values():
-                self._add_acked(offsets, since)
-            ready, self._acked, self._acked_since = self._acked, {}, None
-            while self._pending:
-                head = self._pending.popleft()
-                if not head.done():
-                    raise DeliveryError(
-                        "sends still unacknowledged after the flush; not committing"
-                    )
-                head.raise_if_failed()
-                ready.update(head.offsets)
+            ready = self.offsets.take_everything()
             if ready:
                 self._commit(ready, sync=True)
-            self._unconfirmed = {}
-            self._update_uncommitted_since()
+                self.offsets.commit_sent(None, ready, time.monotonic())
+            self.health.uncommitted_since = self.offsets.uncommitted_since()
 
     def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
         assert self._fetcher is not None
         with self._stage("commit"):
             ticket = self._fetcher.commit(offsets, sync)
-        for tp, offset in offsets.items():
-            self._sent_max[tp] = max(offset, self._sent_max.get(tp, -1))
         self.metrics.commits.inc()
         self.metrics.last_commit.set_to_current_time()
         return ticket
@@ -540,12 +412,12 @@ class DetectorService:
         ``detector.stream.delivery`` says what it holds and how zombies are fenced.
         """
         assert self._transactions is not None and self._fetcher is not None
-        if not self._pending or not (force or self._transactions.due()):
-            self._update_uncommitted_since()
+        if not self.offsets.pending or not (force or self._transactions.due()):
+            self.health.uncommitted_since = self.offsets.uncommitted_since()
             return
         try:
             with self._stage("commit"):
-                self._transactions.commit(self._pending, self._fetcher.group_metadata())
+                self._transactions.commit(self.offsets.pending, self._fetcher.group_metadata())
         except BaseException:
             # The aborted batches come again: per-entity state must not have seen them.
             self.cooldown = Cooldown(self.settings.service.alert_cooldown_s)
@@ -554,7 +426,8 @@ class DetectorService:
             raise
         self.metrics.commits.inc()
         self.metrics.last_commit.set_to_current_time()
-        self._update_uncommitted_since()  # /readyz's commit age: the transaction took them
+        # /readyz's commit age: the transaction took them
+        self.health.uncommitted_since = self.offsets.uncommitted_since()
 
     @property
     def _advisory_producer(self) -> KafkaProducer:
@@ -589,10 +462,8 @@ class DetectorService:
         )
         if self._producer is not None:
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
-        self._pending.clear()
-        self._acked, self._acked_since = {}, None
-        self._unconfirmed = {}
-        self._update_uncommitted_since()
+        self.offsets.clear()
+        self.health.uncommitted_since = None
         if self.temporal is not None:
             self.temporal.reset()
 
@@ -603,81 +474,6 @@ class DetectorService:
         self._idle_since = time.monotonic()
         self._joining = False
         log.info("partitions assigned: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
-
-    # -- model -------------------------------------------------------------------------
-    def _load_model(self, version: str | None) -> None:
-        """Verify and load ``version`` (None = CURRENT) and score with it from now on."""
-        started = time.perf_counter()
-        self._swap_model(self.registry.load(version))
-        self.metrics.model_load_seconds.set(time.perf_counter() - started)
-
-    def _swap_model(self, bundle: Any) -> None:
-        scorer = Scorer(bundle, self.settings.features, self.settings.thresholds)
-        old = self.scorer.version if self.scorer else None
-        self.scorer = scorer
-        if old:
-            self.metrics.model_info.remove(old)
-        self.metrics.model_info.labels(scorer.version).set(1)
-        windows = dict(scorer.spec.temporal)
-        if not windows:
-            self.temporal = None
-        elif self.temporal is None or self.temporal.windows != windows:
-            self.temporal = TemporalState(windows, self.settings.features.temporal_max_entities)
-        self.metrics.model_loaded_at.set_to_current_time()
-        self.health.model_version = scorer.version
-        log.info("scoring with model %s (was %s)", scorer.version, old or "none")
-
-    def _maybe_reload(self) -> None:
-        """Load CURRENT when it changed; a fault is a refusal, never the session's end.
-
-        A version that fails to load (checksum, signature, unreadable, truncated, wrong
-        type) is refused once and not retried until CURRENT names another. A registry
-        that cannot be read (CURRENT a directory, permissions) is checked again each
-        interval, counted and logged once per fault; scoring goes on meanwhile.
-        """
-        now = time.monotonic()
-        if now < self._next_reload:
-            return
-        self._next_reload = now + self.settings.service.reload_interval_s
-        if self.scorer is None:
-            return
-        try:
-            current = self.registry.current()
-        except Exception as exc:
-            self._registry_fault(exc)
-            return
-        if self._model_fault is not None:
-            log.info("the registry is readable again (CURRENT = %s)", current)
-            self._model_fault = None
-        if current is None or current == self.scorer.version or current in self._refused:
-            return
-        try:
-            self._load_model(current)
-        except Exception as exc:
-            self._refused.add(current)  # refused once, not retried until CURRENT changes again
-            self.metrics.model_reloads.labels("refused").inc()
-            log.error(
-                "model %s refused, still scoring with %s: %s",
-                current,
-                self.scorer.version,
-                _describe(exc),
-            )
-            return
-        self.metrics.model_reloads.labels("loaded").inc()
-
-    def _registry_fault(self, exc: Exception) -> None:
-        reason = _describe(exc)
-        if reason == self._model_fault:
-            return
-        self._model_fault = reason
-        self.metrics.model_reloads.labels("refused").inc()
-        assert self.scorer is not None
-        log.error(
-            "cannot read the registry (%s); still scoring with %s, checking again every %g s",
-            reason,
-            self.scorer.version,
-            self.settings.service.reload_interval_s,
-        )
 
     def _evaluate_drift(self) -> None:
         # Every loop turn, idle ones included, so the verdict does not wait for traffic;
@@ -702,13 +498,6 @@ class DetectorService:
 
 def _nothing() -> None:
     return None
-
-
-def _describe(exc: Exception) -> str:
-    """A registry fault in one line: our own errors by message, others with their type."""
-    if isinstance(exc, ModelIntegrityError | RegistryError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def commit_overdue_s(settings: Settings) -> float:

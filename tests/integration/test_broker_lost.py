@@ -35,7 +35,7 @@ def test_broker_lost_mid_session_is_one_line_per_check_and_recovery_is_said(
             # When the broker goes away
             broker.stop()
             check = re.compile(
-                rf"WARNING detector\.stream\.service: broker 127\.0\.0\.1:{port} unreachable "
+                rf"WARNING detector\.stream\.reach: broker 127\.0\.0\.1:{port} unreachable "
                 r"\(connection refused\); the client reconnects, check (\d+) in (\d+\.\d) s$",
                 re.MULTILINE,
             )
@@ -52,7 +52,7 @@ def test_broker_lost_mid_session_is_one_line_per_check_and_recovery_is_said(
         checks = check.findall(text)
         assert [int(n) for n, _ in checks] == list(range(1, len(checks) + 1))
         assert [float(d) for _, d in checks][:3] == [0.5, 1.0, 2.0]
-        assert f"INFO    detector.stream.service: broker 127.0.0.1:{port} reachable again" in text
+        assert f"INFO    detector.stream.reach: broker 127.0.0.1:{port} reachable again" in text
         # ...and kafka-python said nothing about connecting (its other warnings may pass)
         for word in ("ECONNREFUSED", "Connection failed", "Connection lost", "Bootstrap"):
             assert word not in text, text[-3000:]

@@ -135,7 +135,7 @@ def test_drift_fires_retrain_promotes_service_reloads_rate_recovers(broker, tmp_
         assert drift_events and drift_events[0]["model_version"] == v1
         assert {"alert_rate", "psi", "mean_log_likelihood_z"} <= set(drift_events[0]["evidence"])
         # ...`retrain --once` promotes a new version from the samples window,
-        wait_for(lambda: not service._pending, 30, "samples acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "samples acknowledged")
         outcome = retrain_once(settings)
         assert outcome.outcome == "promoted", outcome.to_dict()
         v2 = outcome.version
@@ -152,7 +152,7 @@ def test_drift_fires_retrain_promotes_service_reloads_rate_recovers(broker, tmp_
             events(shifted_rows(n_after, seed=23), start=n_normal + n_shift),
         )
         wait_for(lambda: service.consumed >= n_normal + n_shift + n_after, 120, "after retrain")
-        wait_for(lambda: not service._pending, 30, "sends acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "sends acknowledged")
         after = current(service.metrics.alerts.labels("warning")) + current(
             service.metrics.alerts.labels("critical")
         )

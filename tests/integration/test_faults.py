@@ -125,7 +125,7 @@ def test_every_kafka_codec_is_decoded_and_scored(broker, tmp_path: Path) -> None
             chunk = raws[i * per_codec : (i + 1) * per_codec]
             produced += produce_compressed(broker.bootstrap_servers, topic, chunk, codec, i)
         wait_for(lambda: scored_total(service) >= len(raws), 90, "every record scored")
-        wait_for(lambda: not service._pending, 30, "sends acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "sends acknowledged")
         fetch_restarts = current(service.metrics.broker_errors)
 
     # Then every record was scored (none dead-lettered), each codec's anomalies alerted,

@@ -91,7 +91,7 @@ def test_current_as_directory_then_truncated_bundle_keeps_scoring(
         (registry.root / "CURRENT").write_text(truncated + "\n")
         wait_for(lambda: refused() >= 2, 30, "refusal of the truncated bundle")
         phase("truncated_bundle", seed=23)
-        wait_for(lambda: not service._pending, 30, "sends acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "sends acknowledged")
         broker_errors = current(service.metrics.broker_errors)
         scored = current(service.metrics.events.labels("scored"))
     # Then every event was scored with version 1, in one Kafka session, at a healthy rate

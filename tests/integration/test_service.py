@@ -157,7 +157,7 @@ def test_every_bad_input_class_becomes_a_dead_letter(broker, tmp_path: Path) -> 
     produced = produce(broker.bootstrap_servers, settings.kafka.input_topic, payload, key=b"k1")
     with service_thread(settings) as service:
         wait_for(lambda: service.consumed >= len(payload), 90, "all records consumed")
-        wait_for(lambda: not service._pending, 30, "sends acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "sends acknowledged")
 
     # Then each bad record is a dead letter with its exact bytes, key, reason and source
     expected_dead = {n: BAD_RECORDS[n] for n in names if BAD_RECORDS[n][1] is not None}
@@ -345,7 +345,7 @@ def test_hot_reload_takes_new_version_and_refuses_tampered(broker, tmp_path: Pat
         raws3, _ = events_with_anomalies(2_000, seed=13)
         produce(broker.bootstrap_servers, topic, raws3)
         wait_for(lambda: service.consumed >= 6_000, 60, "third batch")
-        wait_for(lambda: not service._pending, 30, "sends acknowledged")
+        wait_for(lambda: not service.offsets.pending, 30, "sends acknowledged")
     # Then early alerts carry v1, later ones v2, none v3, and nothing restarted
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
     by_offset = sorted(alerts, key=lambda a: a["source"]["offset"])

@@ -61,7 +61,7 @@ def test_service_alerts_with_temporal_features_equal_offline_scoring(
     produced = produce(broker.bootstrap_servers, topic, raws)
     with service_thread(settings) as service:
         wait_for(lambda: service.consumed >= len(raws), 60, "all events")
-        wait_for(lambda: not service._pending, 30, "acks")
+        wait_for(lambda: not service.offsets.pending, 30, "acks")
     alerts = alerts_of(broker.bootstrap_servers, settings.kafka.alerts_topic)
     # Then its alerts are exactly those of `detector score` on the same events as a file,
     assert {a["alert_id"] for a in alerts} == offline_alert_ids(tmp_path, settings, raws, produced)

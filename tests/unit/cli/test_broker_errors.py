@@ -33,7 +33,7 @@ RETRY_LINE = re.compile(
 # What else `detector run` may say at INFO while the broker is down, start to stop.
 OTHER_LINES = (
     "INFO    detector: metrics and health on http://127.0.0.1:",
-    "INFO    detector.stream.service: scoring with model ",
+    "INFO    detector.stream.models: scoring with model ",
     "INFO    detector: SIGTERM received: finishing the batch in hand, then committing",
     "INFO    detector: stopped: consumed 0, scored 0, dead-lettered 0",
 )

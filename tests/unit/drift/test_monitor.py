@@ -7,8 +7,8 @@ import numpy as np
 from detector.drift.monitor import RECENT_DRIFT_EVENTS, DriftMonitor, psi
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
+from detector.pipeline import ScoredBatch
 from detector.settings import DriftSettings, KafkaSettings
-from detector.stream.service import ScoredBatch
 from tests.unit.conftest import as_rows, mixture_sample
 
 

@@ -83,7 +83,7 @@ def make_service(
         **sections,
     )
     service = DetectorService(settings)
-    service._swap_model(bundle)
+    service.models.swap(bundle)
     service._producer = FakeProducer()  # type: ignore[assignment]
     return service
 
@@ -108,7 +108,7 @@ def outcome(service: DetectorService, batch: RecordBatch) -> dict[int, str]:
     producer: FakeProducer = service._producer  # type: ignore[assignment]
     producer.sent.clear()
     service._process(batch)
-    for pending in service._pending:
+    for pending in service.offsets.pending:
         pending.raise_if_failed()  # a failed send ends the session: the batch would stall
     ends = {
         int(s.headers["detector.source.offset"]): s.headers["detector.reason"].decode()
@@ -255,7 +255,7 @@ def test_the_service_counts_every_record_once(small_bundle, models_dir, batches)
         service._process(batch)
         total += len(batch)
     # Then no send failed, and consumed = scored + dead-lettered = dead letters by reason
-    for pending in service._pending:
+    for pending in service.offsets.pending:
         pending.raise_if_failed()
     producer: FakeProducer = service._producer  # type: ignore[assignment]
     consumed = sample(service, "detector_consumed_total")

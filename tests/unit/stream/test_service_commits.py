@@ -6,7 +6,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from detector.stream.service import DetectorService, Pending, commit_overdue_s
+from detector.stream.offsets import Pending
+from detector.stream.service import DetectorService, commit_overdue_s
 from tests.unit.conftest import small_settings
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -50,8 +51,8 @@ def test_processed_work_counts_as_uncommitted_until_the_broker_confirms(tmp_path
     # Given a processed batch whose sends are acknowledged
     fetcher = CommitLog()
     service = service_with(fetcher, tmp_path)
-    service._pending.append(Pending({TP0: 10}, [Done()]))
-    since = service._pending[0].processed_at
+    service.offsets.pending.append(Pending({TP0: 10}, [Done()]))
+    since = service.offsets.pending[0].processed_at
 
     # When the loop commits it asynchronously
     service._commit_ready()
@@ -68,9 +69,9 @@ def test_a_failed_commit_is_retried_with_the_next_and_never_moves_backwards(tmp_
     # Given two commits in flight: {p0: 10} then {p0: 20, p1: 5}
     fetcher = CommitLog()
     service = service_with(fetcher, tmp_path)
-    service._pending.append(Pending({TP0: 10}, [Done()]))
+    service.offsets.pending.append(Pending({TP0: 10}, [Done()]))
     service._commit_ready()
-    service._pending.append(Pending({TP0: 20, TP1: 5}, [Done()]))
+    service.offsets.pending.append(Pending({TP0: 20, TP1: 5}, [Done()]))
     service._commit_ready()
     assert [c for c, _ in fetcher.commits] == [{TP0: 10}, {TP0: 20, TP1: 5}]
 

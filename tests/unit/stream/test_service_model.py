@@ -29,8 +29,8 @@ def make_service(models: Path) -> DetectorService:
 
 def reload_now(service: DetectorService, times: int = 3) -> None:
     for _ in range(times):
-        service._next_reload = 0.0
-        service._maybe_reload()
+        service.models.reload_due_now()
+        service.models.maybe_reload()
 
 
 def refused(service: DetectorService) -> float:
@@ -48,9 +48,9 @@ def test_starting_with_an_unreadable_registry_waits_not_ready_logging_once(
     models = tmp_path / "models"
     models.write_text("not a directory")
     service = make_service(models)
-    caplog.set_level(logging.INFO, logger="detector.stream.service")
+    caplog.set_level(logging.INFO, logger="detector.stream.models")
     # When the service tries to load its first model, again and again
-    loaded = [service._load_initial_model() for _ in range(5)]
+    loaded = [service.models.load_initial() for _ in range(5)]
     # Then it is not ready, says why once, and never raises
     assert loaded == [False] * 5
     ready, why = service.health.ready()
@@ -61,7 +61,7 @@ def test_starting_with_an_unreadable_registry_waits_not_ready_logging_once(
     # ...and once a model is there it loads and says so
     models.unlink()
     ModelRegistry(service.settings.registry).publish(small_bundle)
-    assert service._load_initial_model() is True
+    assert service.models.load_initial() is True
     assert service.scorer is not None
     assert any("usable again" in r.getMessage() for r in caplog.records)
 
@@ -73,9 +73,9 @@ def test_starting_with_a_truncated_current_waits(tmp_path: Path, small_bundle, c
     data = (reg.versions_dir / v / BUNDLE_FILE).read_bytes()
     reseal(reg, v, data[:1000])
     service = make_service(tmp_path)
-    caplog.set_level(logging.INFO, logger="detector.stream.service")
+    caplog.set_level(logging.INFO, logger="detector.stream.models")
     # When it starts / Then it waits without a traceback, logging the refusal once
-    assert [service._load_initial_model() for _ in range(3)] == [False] * 3
+    assert [service.models.load_initial() for _ in range(3)] == [False] * 3
     assert len(errors(caplog)) == 1 and "does not load" in errors(caplog)[0]
 
 
@@ -86,8 +86,8 @@ def test_registry_faults_during_reload_keep_the_model_and_count_one_refusal_each
     reg = ModelRegistry(make_service(tmp_path).settings.registry)
     v1 = reg.publish(small_bundle)
     service = make_service(tmp_path)
-    assert service._load_initial_model()
-    caplog.set_level(logging.INFO, logger="detector.stream.service")
+    assert service.models.load_initial()
+    caplog.set_level(logging.INFO, logger="detector.stream.models")
     # When CURRENT becomes a directory, checked several times
     (tmp_path / "CURRENT").unlink()
     (tmp_path / "CURRENT").mkdir()
