@@ -1,4 +1,4 @@
-"""The fetch process: ``ConsumerFetcher`` in a child process, and the service's side of it.
+"""The fetch process: ``ConsumerFetcher`` in a child (its service side: ``process_fetcher``).
 
 ::
 
@@ -20,39 +20,31 @@ it imports only the Kafka client and the settings, not the model stack.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import pickle
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import IO, Any
+from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import ConsumerGroupMetadata
 
 from detector.settings import Settings
 from detector.stream.fetcher import (
     REVOKE_POLL_S,
-    CommitResult,
     ConsumerFetcher,
-    FetcherError,
-    FetchStatus,
-    RebalanceHandler,
-    RecordBatch,
 )
 from detector.stream.memory import (
     HeapTrimmer,
     freeze_startup_objects,
     pin_malloc_mmap_threshold,
 )
+from detector.stream.process_fetcher import read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +53,6 @@ log = logging.getLogger(__name__)
 CHILD_POLL_TIMEOUT_MS = 100
 # How often the child reports lag and broker reachability (the service reads the latest).
 CHILD_STATUS_INTERVAL_S = 1.0
-# The batch pipe's kernel buffer: four ~230 kB batches fit, so a send is one write.
-PIPE_BYTES = 1 << 20
-# Waiting for the fetch process to leave its group and exit, at most.
-CHILD_EXIT_TIMEOUT_S = 15.0
 # The fetch process's exit code when its Kafka client wedged (``_Child.watch``).
 STALLED_EXIT_CODE = 75
 # kafka-python's group-coordinator lines (DEBUG included) the fetch process keeps, newest
@@ -72,6 +60,10 @@ STALLED_EXIT_CODE = 75
 # on Apache Kafka is not known, and these say what the client last did in the join.
 RECENT_COORDINATOR_LINES = 200
 COORDINATOR_LOGGER = "kafka.coordinator"
+# A revocation's hand-over still waiting for the service after this long is logged once,
+# with the client's recent coordinator lines: a restarted service has been seen to stall
+# there on Apache Kafka (issue 17), for a reason not known yet.
+HAND_OVER_SLOW_S = 15.0
 
 
 class RecentRecords(logging.Handler):
@@ -115,182 +107,6 @@ class _ServiceGone(Exception):
     the service and logged, while this one ends the child quietly without committing."""
 
 
-# Messages are (kind, payload) tuples, pickled. Child -> service: batch, revoked, lost, assigned,
-# status (a FetchStatus, once a second), committed (reply to a sync commit: None or the
-# error text), commit_result (an async commit's CommitResult), error. Service -> child:
-# settings (first), commit ((offsets, sync, ticket)), resume (after a revocation), stop.
-def _write(conn: Connection, kind: str, payload: Any) -> None:
-    conn.send_bytes(pickle.dumps((kind, payload), protocol=5))
-
-
-def _read(conn: Connection) -> tuple[str, Any]:
-    message: tuple[str, Any] = pickle.loads(conn.recv_bytes())
-    return message
-
-
-class ProcessFetcher:
-    """Runs ``ConsumerFetcher`` in ``python -m detector.stream.fetcher``, talks over pipes."""
-
-    def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
-        self.handler = handler
-        self._status = FetchStatus()
-        self._group = ConsumerGroupMetadata(settings.kafka.group_id)  # unjoined until assigned
-        self._results: list[CommitResult] = []
-        self._tickets = 0
-        self._early: deque[tuple[str, Any]] = deque()  # read while awaiting a commit reply
-        self._commit_timeout_s = settings.kafka.request_timeout_ms / 1000.0 + 5.0
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        with contextlib.suppress(OSError):  # a smaller default buffer only costs speed
-            fcntl.fcntl(from_child_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        try:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "detector.stream.fetch_process",
-                    str(to_child_r),
-                    str(from_child_w),
-                ],
-                pass_fds=(to_child_r, from_child_w),
-                stdin=subprocess.DEVNULL,
-                stderr=_where_logs_go(),
-            )
-        except OSError:
-            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
-                os.close(fd)
-            raise
-        os.close(to_child_r)  # the child's ends: closed here so EOF shows when it exits
-        os.close(from_child_w)
-        self._to_child = Connection(to_child_w, readable=False)
-        self._from_child = Connection(from_child_r, writable=False)
-        # Settings travel over the pipe, not argv or the environment: they hold secrets.
-        self._send("settings", settings)
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def poll(self, timeout_ms: int) -> RecordBatch | None:
-        while self._early:  # what arrived while a sync commit waited, in arrival order
-            kind, payload = self._early.popleft()
-            if kind == "batch":
-                early: RecordBatch = payload
-                return early
-            self._handle(kind, payload)
-        deadline = time.monotonic() + timeout_ms / 1000.0
-        while True:
-            remaining = deadline - time.monotonic()
-            if not self._from_child.poll(max(0.0, remaining)):
-                return None
-            kind, payload = self._recv()
-            if kind == "batch":
-                batch: RecordBatch = payload
-                return batch
-            self._handle(kind, payload)
-            if remaining <= 0:
-                return None
-
-    def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
-        self._tickets += 1
-        ticket = self._tickets
-        self._send("commit", (offsets, sync, ticket))
-        if not sync:
-            return ticket
-        deadline = time.monotonic() + self._commit_timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._from_child.poll(remaining):
-                raise FetcherError(
-                    f"the fetch process did not confirm the commit within "
-                    f"{self._commit_timeout_s:.0f} s"
-                )
-            kind, payload = self._recv()
-            if kind == "committed":
-                if payload is not None:
-                    raise FetcherError(f"offset commit failed: {payload}")
-                return ticket
-            if kind in ("status", "commit_result"):
-                self._handle(kind, payload)
-            else:
-                # A batch, or a revocation that came after batches not yet handled:
-                # keep the order, so a revocation commits everything before it.
-                self._early.append((kind, payload))
-
-    def commit_results(self) -> list[CommitResult]:
-        out, self._results = self._results, []
-        return out
-
-    def status(self) -> FetchStatus:
-        return self._status
-
-    def group_metadata(self) -> ConsumerGroupMetadata:
-        # The generation changes only at an assignment, and the child reports it just before.
-        return self._group
-
-    def close(self) -> None:
-        with contextlib.suppress(FetcherError):
-            self._send("stop", None)
-        # The child may be blocked writing a batch into a full pipe: keep reading (and
-        # dropping: nothing unread was committed, so it is redelivered) until it exits.
-        deadline = time.monotonic() + CHILD_EXIT_TIMEOUT_S
-        try:
-            while self._proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    if self._from_child.poll(0.05):
-                        self._from_child.recv_bytes()
-                except (EOFError, OSError):
-                    break  # the child closed its end: it is exiting
-            try:
-                self._proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("fetch process %d did not exit; killing it", self._proc.pid)
-                self._proc.kill()
-                self._proc.wait()
-        finally:
-            self._early.clear()
-            self._to_child.close()
-            self._from_child.close()
-
-    def _handle(self, kind: str, payload: Any) -> None:
-        if kind in ("revoked", "lost"):
-            try:
-                if kind == "revoked":
-                    self.handler.on_revoked(payload)
-                else:
-                    self.handler.on_lost(payload)
-            finally:
-                self._send("resume", None)  # the child waits in its rebalance callback
-        elif kind == "assigned":
-            self.handler.on_assigned(payload)
-        elif kind == "status":
-            self._status = payload
-        elif kind == "group":
-            self._group = payload
-        elif kind == "commit_result":
-            self._results.append(payload)
-        elif kind == "error":
-            raise FetcherError(f"fetch process: {payload}")
-        else:
-            raise FetcherError(f"unexpected message from the fetch process: {kind!r}")
-
-    def _send(self, kind: str, payload: Any) -> None:
-        try:
-            _write(self._to_child, kind, payload)
-        except OSError as exc:
-            raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
-
-    def _recv(self) -> tuple[str, Any]:
-        try:
-            return _read(self._from_child)
-        except (EOFError, OSError) as exc:
-            raise FetcherError(f"the fetch process is gone ({self._exit_status()})") from exc
-
-    def _exit_status(self) -> str:
-        code = self._proc.poll()
-        return "still running" if code is None else f"exit code {code}"
-
-
 @dataclass
 class _Child:
     """The fetch process: relays batches out and commits in, nothing else."""
@@ -319,14 +135,14 @@ class _Child:
     def send(self, kind: str, payload: Any) -> None:
         try:
             with self._send_lock:
-                _write(self.to_service, kind, payload)
+                write_message(self.to_service, kind, payload)
         except OSError as exc:
             self.service_gone = True
             raise _ServiceGone(f"sending {kind!r}: {exc}") from exc
 
     def receive(self) -> tuple[str, Any]:
         try:
-            return _read(self.from_service)
+            return read_message(self.from_service)
         except (EOFError, OSError) as exc:
             self.service_gone = True
             raise _ServiceGone(f"reading from the service: {exc!r}") from exc
@@ -400,11 +216,17 @@ class _Child:
         assert self.fetcher is not None
         self.send(kind, partitions)
         timeout_s = self.settings.kafka.max_poll_interval_ms / 1000.0
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        slow_said = False
         while True:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 log.warning("no answer from the service within %.0f s of a revocation", timeout_s)
                 return  # uncommitted work is redelivered to the new owner
+            if not slow_said and now - started > HAND_OVER_SLOW_S:
+                slow_said = True
+                self._say_slow_hand_over(kind, now - started, timeout_s)
             try:
                 if not self._service_pipe_ready():
                     await self.fetcher.sleep(REVOKE_POLL_S)
@@ -418,6 +240,19 @@ class _Child:
                 await self._commit_sync_in_listener(payload[0])
             else:
                 self.handle(kind, payload)
+
+    def _say_slow_hand_over(self, kind: str, waited_s: float, timeout_s: float) -> None:
+        lines = self.recent.lines() if self.recent is not None else []
+        log.warning(
+            "partitions %s %.0f s ago, the service has not handed them over yet (waiting at "
+            "most %.0f s, kafka.max_poll_interval_ms); the Kafka client's last %d coordinator "
+            "log lines:\n%s",
+            kind,
+            waited_s,
+            timeout_s,
+            len(lines),
+            "\n".join(lines),
+        )
 
     async def _commit_sync_in_listener(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.fetcher is not None
@@ -510,19 +345,6 @@ class _Child:
             trim_heap()
 
 
-def _where_logs_go() -> IO[str] | None:
-    """The file this process's root logger writes to, if it writes to one; else None.
-
-    The child logs to its stderr. When our own records go to a file (the demo keeps its
-    console for the live view and logs to the run's ``demo.log``), the child's go there
-    too instead of through the console; otherwise it shares our stderr.
-    """
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
-            return handler.stream
-    return None
-
-
 def child_main(read_fd: int, write_fd: int) -> int:
     # Ctrl-C reaches the whole process group; the service decides when fetching stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -530,7 +352,7 @@ def child_main(read_fd: int, write_fd: int) -> int:
     from_service = Connection(read_fd, writable=False)
     to_service = Connection(write_fd, readable=False)
     try:
-        kind, settings = _read(from_service)
+        kind, settings = read_message(from_service)
     except (EOFError, OSError):
         return 1
     assert kind == "settings"

@@ -73,6 +73,8 @@ LAG_INTERVAL_S = 1.0
 # Back-off between Kafka sessions after an error: 0.5 s doubling up to 30 s.
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+# A revocation's drain and commit taking longer than this is logged: partitions wait on it.
+SLOW_HAND_OVER_S = 5.0
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
 
@@ -444,7 +446,12 @@ class DetectorService:
         self._joining = True
         self.health.partitions = 0  # not ready while the group rebalances
         log.info("partitions revoked: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
+        started = time.monotonic()
         self._drain_and_commit()
+        took_s = time.monotonic() - started
+        if took_s > SLOW_HAND_OVER_S:
+            # (the fetch process logs its side, with the client's coordinator lines)
+            log.warning("handing partitions over took %.1f s (flush and commit)", took_s)
         if self.temporal is not None:
             self.temporal.reset()  # the new owner rebuilds from its own events (warm-up)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from detector.logs import describe_error, last_connection_failure, setup_logging
-from detector.stream.fetch_process import _where_logs_go
+from detector.stream.process_fetcher import _where_logs_go
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def open_fetcher(settings: Settings, handler: RebalanceHandler) -> Fetcher:
         fetcher: Fetcher = _confluent().ConfluentFetcher(settings.kafka, handler)
         return fetcher
     if settings.service.fetch_process:
-        from detector.stream.fetch_process import ProcessFetcher
+        from detector.stream.process_fetcher import ProcessFetcher
 
         return ProcessFetcher(settings, handler)
     from detector.stream.fetcher import ConsumerFetcher

@@ -26,7 +26,8 @@ from detector.stream.delivery import (
     consumer_overrides,
     transactional_id,
 )
-from detector.stream.fetch_process import _Child, _read
+from detector.stream.fetch_process import _Child
+from detector.stream.process_fetcher import read_message as _read
 from tests.unit.conftest import small_settings
 
 GROUP = ConsumerGroupMetadata("g", 7, "member-1", None)

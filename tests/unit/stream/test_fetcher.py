@@ -15,15 +15,11 @@ import pytest
 from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.fetch_process import (
-    STALLED_EXIT_CODE,
-    ProcessFetcher,
-    _Child,
-    _read,
-    _ServiceGone,
-    _write,
-)
+from detector.stream.fetch_process import STALLED_EXIT_CODE, _Child, _ServiceGone
 from detector.stream.fetcher import FetcherError, RecordBatch
+from detector.stream.process_fetcher import ProcessFetcher
+from detector.stream.process_fetcher import read_message as _read
+from detector.stream.process_fetcher import write_message as _write
 from tests.unit.conftest import small_settings
 
 
