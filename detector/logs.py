@@ -42,6 +42,8 @@ _CONNECTION_TEXT = re.compile(
 # machine trips; a loop that really wedges is ended by the fetch process's watchdog).
 _HARMLESS_TEXT = re.compile(
     r"group_id is None: disabling auto-commit|It is blocking the event loop"
+    # librdkafka's idempotent producer while a fresh broker loads its coordinators
+    r"|Coordinator load in progress: retrying"
 )
 
 

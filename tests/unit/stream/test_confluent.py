@@ -134,7 +134,7 @@ def test_an_unacknowledged_send_times_out_naming_the_wait() -> None:
 @pytest.fixture
 def fetcher() -> ConfluentFetcher:
     # librdkafka's consumer connects lazily: nothing is reached before a poll
-    f = ConfluentFetcher(kafka_settings(), Handler())
+    f = ConfluentFetcher(kafka_settings(bootstrap_timeout_ms=100), Handler())
     yield f
     f.consumer.close()
 
