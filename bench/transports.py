@@ -208,7 +208,7 @@ def main() -> None:
 
         report: dict[str, Any] = {
             "environment": environment(broker),
-            "confluent_kafka": confluent_kafka.version()[0],
+            "confluent_kafka": confluent_kafka.__version__,
             "events": args.events,
             "reps": reps,
             "ratios": {
