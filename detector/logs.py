@@ -121,3 +121,24 @@ def describe_error(exc: BaseException) -> str:
     while text.startswith(name):
         text = text[len(name) :].lstrip(":").strip()
     return f"{name}: {text}" if text else name
+
+
+def session_end_reason(exc: BaseException, servers: str | None, connected: bool) -> str:
+    """Why a Kafka session ended, for the retry line and /readyz: the class named once.
+
+    ``connected``: the session's producer had reached the cluster; before that, the end is
+    the broker being unreachable, with kafka-python's last line about it if it says more.
+    """
+    from detector.errors import BrokerUnavailableError
+
+    if isinstance(exc, BrokerUnavailableError):
+        return str(exc)  # "broker HOST:PORT unreachable (connection refused)"
+    if not connected:
+        seen = last_connection_failure()
+        if seen and str(exc).rsplit(": ", 1)[-1] in seen:
+            seen = None  # kafka-python's last line only repeated the exception
+        return (
+            f"broker {servers} unreachable "
+            f"({describe_error(exc)}{f'; kafka-python: {seen}' if seen else ''})"
+        )
+    return f"Kafka session ended ({describe_error(exc)})"

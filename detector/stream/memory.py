@@ -41,6 +41,8 @@ import functools
 import gc
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # numpy's NBUCKETS and NCACHE (numpy/_core/src/multiarray/alloc.c), unchanged since 1.x:
 # a freed buffer of n < 1024 bytes is kept if fewer than 7 of that size are kept already.
@@ -110,3 +112,22 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def tuned_for_scoring() -> Iterator[None]:
+    """The process set up for the scoring loop, for as long as it runs.
+
+    RSS stays flat under load only if big buffers stay on mmap and numpy's buffer cache is
+    full from the start; full collections stall batches only if they need not walk the
+    imported modules (the measurements are above). One BLAS thread: batches are ~1000 x d,
+    too small to gain from threads, and idle OpenBLAS workers spin on the cores the Kafka
+    client (and often the broker) needs.
+    """
+    from threadpoolctl import threadpool_limits
+
+    pin_malloc_mmap_threshold()
+    fill_numpy_buffer_cache()
+    freeze_startup_objects()
+    with threadpool_limits(limits=1):
+        yield

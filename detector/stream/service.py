@@ -1,21 +1,14 @@
 """The detector service: the consumer loop of DESIGN.md, one named call per stage.
 
-    poll -> parse -> score -> publish alerts and dead letters -> commit (once acknowledged)
-         -> observe (drift window) -> reload the model if CURRENT changed
+    poll -> process (parse, score, alerts, dead letters: detector.pipeline) -> publish
+         -> commit once acknowledged (stream.commits) -> drift -> reload (stream.models)
 
-``poll`` and ``commit`` go through a fetcher (``detector.stream.fetcher``): by default the
-Kafka consumer runs in a child process that fetches the next batch while this one is
-scored; the loop is the same either way.
-
-At-least-once: a batch's offsets are committed only after every alert and dead letter
-it produced is acknowledged by the broker. Sends are asynchronous and commits trail them
-in batch order, so the loop never blocks on a round trip while the promise still holds:
-offsets move past a batch only when all of its sends (and all earlier batches') are done.
-A failed send ends the session without committing; the next session resumes from the
-last committed offsets, so the batch is processed again.
-
-With ``kafka.delivery = "exactly_once"`` the commit step is a Kafka transaction instead:
-the batches' alerts, dead letters and offsets commit together (``detector.stream.delivery``).
+The Kafka client is the transport ``kafka.client`` names (``detector.stream.transport``);
+the loop is the same on each. At-least-once: a batch's offsets are committed only after
+every alert and dead letter it produced is acknowledged (``detector.stream.offsets``); a
+failed send ends the session uncommitted and the next one processes the batch again.
+With ``kafka.delivery = "exactly_once"`` the commit is a Kafka transaction holding the
+batches' alerts, dead letters and offsets (``detector.stream.delivery``).
 """
 
 from __future__ import annotations
@@ -29,7 +22,6 @@ from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from threadpoolctl import threadpool_limits
 
 from detector.drift.monitor import DriftMonitor, DriftObserver, Sampler
 from detector.errors import (
@@ -38,13 +30,14 @@ from detector.errors import (
 from detector.events import EventParser
 from detector.features.temporal import TemporalState
 from detector.health import HealthState
-from detector.logs import describe_error, last_connection_failure
+from detector.logs import session_end_reason
 from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
-from detector.pipeline import BatchOutcome, PipelineState, ScoredBatch, process
+from detector.pipeline import PipelineState, ScoredBatch, process
 from detector.registry.store import ModelRegistry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
+from detector.stream.commits import Committer
 from detector.stream.delivery import Transactions, exactly_once
 from detector.stream.fetcher import (
     Fetcher,
@@ -52,15 +45,11 @@ from detector.stream.fetcher import (
     FetchStatus,
     RecordBatch,
 )
-from detector.stream.memory import (
-    HeapTrimmer,
-    fill_numpy_buffer_cache,
-    freeze_startup_objects,
-    pin_malloc_mmap_threshold,
-)
+from detector.stream.memory import HeapTrimmer, tuned_for_scoring
 from detector.stream.models import ModelFollower
 from detector.stream.offsets import DeliveryError, OffsetBook
 from detector.stream.reach import Backoff, BrokerWatch, check_reachable
+from detector.stream.sinks import publish
 from detector.stream.transport import Serve, open_fetcher, open_producer
 
 log = logging.getLogger(__name__)
@@ -75,8 +64,6 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 # A revocation's drain and commit taking longer than this is logged: partitions wait on it.
 SLOW_HAND_OVER_S = 5.0
-# After a failed async commit its offsets go into the next one, sent no sooner than this.
-COMMIT_RETRY_S = 1.0
 
 
 BatchObserver = Callable[[ScoredBatch, KafkaProducer], list[Any]]
@@ -114,11 +101,11 @@ class DetectorService:
         self._stop = threading.Event()
         self._next_lag = 0.0
         self._trim_heap = HeapTrimmer()
-        self.offsets = OffsetBook()  # processed -> acknowledged -> committed
-        self._next_commit = 0.0
+        self.commits = Committer(
+            settings, self.metrics, self.health, self._stage, on_abort=self._forget_entities
+        )
         self._fetcher: Fetcher | None = None
         self._producer: KafkaProducer | None = None
-        self._serve_sends: Serve = _nothing  # acknowledgements arrive here (confluent)
         self._transactions: Transactions | None = None  # kafka.delivery = "exactly_once"
         self.consumed = 0
         self._idle_since = time.monotonic()  # the last record or assignment, for idle_timeout_s
@@ -128,6 +115,17 @@ class DetectorService:
         self._broker_watch = BrokerWatch(
             settings.kafka.bootstrap_servers, self.metrics.broker_errors, self.health
         )
+
+    @property
+    def offsets(self) -> OffsetBook:
+        return self.commits.offsets
+
+    def _forget_entities(self) -> None:
+        """An aborted transaction's batches come again: per-entity state must not have
+        seen them."""
+        self.cooldown = Cooldown(self.settings.service.alert_cooldown_s)
+        if self.temporal is not None:
+            self.temporal.reset()
 
     @property
     def scorer(self) -> Scorer | None:
@@ -155,15 +153,7 @@ class DetectorService:
         meanwhile), one log line per attempt; nothing is committed that was not
         acknowledged. A session starts with a TCP check of the bootstrap servers.
         """
-        # RSS stays flat under load only if big buffers stay on mmap and numpy's buffer cache
-        # is full from the start; full collections stall batches only if they need not walk
-        # the imported modules (detector.stream.memory has the measurements).
-        pin_malloc_mmap_threshold()
-        fill_numpy_buffer_cache()
-        freeze_startup_objects()
-        # One BLAS thread: batches are ~1000 x d, too small to gain from threads, and idle
-        # OpenBLAS workers spin on the cores the Kafka client (and often the broker) needs.
-        with threadpool_limits(limits=1):
+        with tuned_for_scoring():  # memory, GC and BLAS set up for the loop (stream/memory)
             self._serve(max_events, idle_timeout_s)
 
     def _serve(self, max_events: int | None, idle_timeout_s: float | None) -> None:
@@ -187,42 +177,31 @@ class DetectorService:
                 self.health.connected = False
                 if self._session_connected:
                     backoff.reset()  # a session that got going starts the back-off afresh
-                self.health.reason = self._session_error(exc)
+                self.health.reason = session_end_reason(
+                    exc, self.settings.kafka.bootstrap_servers, self._session_connected
+                )
                 delay_s = backoff.next_delay_s()
                 # The one line per attempt: kafka-python's own lines about it are filtered.
                 log.warning("%s; retry %d in %.1f s", self.health.reason, backoff.failures, delay_s)
                 self._stop.wait(delay_s)
 
-    def _session_error(self, exc: BaseException) -> str:
-        """Why a session ended, for the retry line and /readyz: the class named once."""
-        if isinstance(exc, BrokerUnavailableError):
-            return str(exc)  # "broker HOST:PORT unreachable (connection refused)"
-        if not self._session_connected:
-            seen = last_connection_failure()
-            if seen and str(exc).rsplit(": ", 1)[-1] in seen:
-                seen = None  # kafka-python's last line only repeated the exception
-            return (
-                f"broker {self.settings.kafka.bootstrap_servers} unreachable "
-                f"({describe_error(exc)}{f'; kafka-python: {seen}' if seen else ''})"
-            )
-        return f"Kafka session ended ({describe_error(exc)})"
-
     def _session(self, max_events: int | None, idle_timeout_s: float | None) -> bool:
         cfg = self.settings.kafka
-        self.offsets.clear()
-        self.health.uncommitted_since = None
+        self.commits.start()
         self.health.broker_problem = None
         self.health.held = {}
         try:
             check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
+            serve: Serve = _nothing
             if exactly_once(cfg):
                 self._transactions = Transactions(cfg)
                 self._producer = self._transactions.producer
             else:
-                self._producer, self._serve_sends = open_producer(cfg)
+                self._producer, serve = open_producer(cfg)
             self._session_connected = True
             self._broker_watch.restart()
             self._fetcher = open_fetcher(self.settings, self)
+            self.commits.attach(self._fetcher, self._producer, self._transactions, serve)
             self.metrics.kafka_client_info.clear()
             self.metrics.kafka_client_info.labels(cfg.client, type(self._fetcher).__name__).set(1)
             self.health.connected = True
@@ -242,7 +221,7 @@ class DetectorService:
                 if batch:
                     self._idle_since = time.monotonic()
                     self._process(batch)
-                self._commit_ready()
+                self.commits.ready()
                 self._evaluate_drift()
                 self.models.maybe_reload()
                 self._update_lag()
@@ -253,21 +232,21 @@ class DetectorService:
                 idle_s = time.monotonic() - self._idle_since
                 if idle_timeout_s is not None and not self._joining and idle_s > idle_timeout_s:
                     break
-            self._drain_and_commit()
+            self.commits.drain()
             return True
         finally:
             self._close()
 
     def _close(self) -> None:
         fetcher, producer = self._fetcher, self._producer
-        self._fetcher, self._producer, self._serve_sends = None, None, _nothing
+        self._fetcher, self._producer = None, None
+        self.commits.detach()
         if self._transactions is not None:
             self._transactions.close(self.settings.service.shutdown_grace_s)
             self._transactions = None
         self.health.connected = False
         self.health.reason = "session closing"
         self.health.partitions = 0
-        self.health.uncommitted_since = None  # redelivered to the next owner or session
         if producer is not None:
             try:
                 producer.close(timeout=self.settings.service.shutdown_grace_s)
@@ -310,7 +289,8 @@ class DetectorService:
             stage=self._stage,
         )
         with self._stage("publish"):
-            futures = self._publish(outcome)
+            futures = publish(outcome, self._producer, self.settings.kafka)
+            self.metrics.count_outcome(outcome)
         scored_batch = outcome.scored
         with self._stage("observe"):
             for observer in self.observers:
@@ -320,7 +300,7 @@ class DetectorService:
                     # Drift and sampling are advisory: a failure there must not stop scoring.
                     self.metrics.observer_errors.inc()
                     log.exception("batch observer %r failed; scoring continues", observer)
-        self.offsets.processed(batch.next_offsets, futures)
+        self.commits.processed(batch.next_offsets, futures)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch of %d: %d scored, %d alerts, %d dead letters, %d sends in flight",
@@ -331,105 +311,7 @@ class DetectorService:
                 sum(len(p.futures) for p in self.offsets.pending),
             )
         if len(self.offsets.pending) > MAX_PENDING_BATCHES:
-            self._wait_oldest()
-
-    def _publish(self, outcome: BatchOutcome) -> list[Any]:
-        """Send the batch's dead letters and alerts; count what every record became."""
-        assert self._producer is not None
-        cfg = self.settings.kafka
-        send = self._producer.send
-        futures = [
-            send(cfg.dead_letter_topic, value=d.out.value, key=d.out.key, headers=d.out.headers)
-            for d in outcome.dead_letters
-        ]
-        futures += [
-            send(cfg.alerts_topic, value=a.out.value, key=a.out.key) for a in outcome.alerts
-        ]
-        self.metrics.count_outcome(outcome)
-        return futures
-
-    # -- commits -----------------------------------------------------------------------
-    def _commit_ready(self) -> None:
-        """Commit offsets of the leading batches whose sends are all acknowledged.
-
-        Rate-limited to ``commit_interval_ms``: each commit is a broker round trip, and a
-        commit that waits a few ms only widens what a crash would redeliver.
-        """
-        self._serve_sends()
-        self._take_commit_results()
-        if self._transactions is not None:
-            self._commit_transaction(force=False)
-            return
-        self.offsets.collect_acknowledged()
-        now = time.monotonic()
-        if now >= self._next_commit and (taken := self.offsets.take_acknowledged()):
-            offsets, since = taken
-            self.offsets.commit_sent(self._commit(offsets, sync=False), offsets, since)
-            self._next_commit = now + self.settings.kafka.commit_interval_ms / 1000.0
-        self.health.uncommitted_since = self.offsets.uncommitted_since()
-
-    def _take_commit_results(self) -> None:
-        """Async commits the broker answered: a failed one goes back into the next commit."""
-        assert self._fetcher is not None
-        for ticket, error in self._fetcher.commit_results():
-            if self.offsets.commit_answered(ticket, error):
-                # Not again every commit interval while the coordinator is away.
-                self._next_commit = max(self._next_commit, time.monotonic() + COMMIT_RETRY_S)
-
-    def _wait_oldest(self) -> None:
-        head = self.offsets.pending[0]
-        with self._stage("wait_acks"):
-            for f in head.futures:
-                f.get(timeout=self.settings.kafka.request_timeout_ms / 1000.0)  # raises if failed
-        self._commit_ready()
-
-    def _drain_and_commit(self) -> None:
-        """Wait for every send in flight, then commit all processed offsets synchronously."""
-        if self._producer is None or self._fetcher is None:
-            return
-        if self._transactions is not None:
-            self._commit_transaction(force=True)
-            return
-        with self._stage("drain"):
-            self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
-            self._serve_sends()
-            self._take_commit_results()
-            ready = self.offsets.take_everything()
-            if ready:
-                self._commit(ready, sync=True)
-                self.offsets.commit_sent(None, ready, time.monotonic())
-            self.health.uncommitted_since = self.offsets.uncommitted_since()
-
-    def _commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
-        assert self._fetcher is not None
-        with self._stage("commit"):
-            ticket = self._fetcher.commit(offsets, sync)
-        self.metrics.commits.inc()
-        self.metrics.last_commit.set_to_current_time()
-        return ticket
-
-    def _commit_transaction(self, force: bool) -> None:
-        """exactly_once: every processed batch's sends and offsets, one transaction.
-
-        ``detector.stream.delivery`` says what it holds and how zombies are fenced.
-        """
-        assert self._transactions is not None and self._fetcher is not None
-        if not self.offsets.pending or not (force or self._transactions.due()):
-            self.health.uncommitted_since = self.offsets.uncommitted_since()
-            return
-        try:
-            with self._stage("commit"):
-                self._transactions.commit(self.offsets.pending, self._fetcher.group_metadata())
-        except BaseException:
-            # The aborted batches come again: per-entity state must not have seen them.
-            self.cooldown = Cooldown(self.settings.service.alert_cooldown_s)
-            if self.temporal is not None:
-                self.temporal.reset()
-            raise
-        self.metrics.commits.inc()
-        self.metrics.last_commit.set_to_current_time()
-        # /readyz's commit age: the transaction took them
-        self.health.uncommitted_since = self.offsets.uncommitted_since()
+            self.commits.wait_oldest()
 
     @property
     def _advisory_producer(self) -> KafkaProducer:
@@ -447,7 +329,7 @@ class DetectorService:
         self.health.partitions = 0  # not ready while the group rebalances
         log.info("partitions revoked: %s", [f"{tp.topic}-{tp.partition}" for tp in partitions])
         started = time.monotonic()
-        self._drain_and_commit()
+        self.commits.drain()
         took_s = time.monotonic() - started
         if took_s > SLOW_HAND_OVER_S:
             # (the fetch process logs its side, with the client's coordinator lines)
@@ -469,8 +351,7 @@ class DetectorService:
         )
         if self._producer is not None:
             self._producer.flush(timeout=self.settings.service.shutdown_grace_s)
-        self.offsets.clear()
-        self.health.uncommitted_since = None
+        self.commits.forget()
         if self.temporal is not None:
             self.temporal.reset()
 

@@ -43,7 +43,7 @@ def service_with(fetcher: CommitLog, tmp_path: Any) -> DetectorService:
         kafka={"commit_interval_ms": 0}, registry={"path": str(tmp_path / "models")}
     )
     service = DetectorService(settings)
-    service._fetcher = fetcher  # type: ignore[assignment]
+    service.commits.fetcher = fetcher  # type: ignore[assignment]
     return service
 
 
@@ -55,13 +55,13 @@ def test_processed_work_counts_as_uncommitted_until_the_broker_confirms(tmp_path
     since = service.offsets.pending[0].processed_at
 
     # When the loop commits it asynchronously
-    service._commit_ready()
+    service.commits.ready()
     # Then the commit went out, and the work stays uncommitted for /readyz until answered
     assert fetcher.commits == [({TP0: 10}, False)]
     assert service.health.uncommitted_since == since
     # When the broker confirms it, Then nothing is uncommitted any more
     fetcher.results.append((1, None))
-    service._commit_ready()
+    service.commits.ready()
     assert service.health.uncommitted_since is None
 
 
@@ -70,17 +70,17 @@ def test_a_failed_commit_is_retried_with_the_next_and_never_moves_backwards(tmp_
     fetcher = CommitLog()
     service = service_with(fetcher, tmp_path)
     service.offsets.pending.append(Pending({TP0: 10}, [Done()]))
-    service._commit_ready()
+    service.commits.ready()
     service.offsets.pending.append(Pending({TP0: 20, TP1: 5}, [Done()]))
-    service._commit_ready()
+    service.commits.ready()
     assert [c for c, _ in fetcher.commits] == [{TP0: 10}, {TP0: 20, TP1: 5}]
 
     # When the second fails and then the first fails
     fetcher.results += [(2, "KafkaConnectionError: refused"), (1, "KafkaConnectionError: refused")]
-    service._next_commit = 0.0  # the retry pause is not what this test is about
-    service._take_commit_results()
-    service._next_commit = 0.0
-    service._commit_ready()
+    service.commits.retry_now()  # the retry pause is not what this test is about
+    service.commits.take_results()
+    service.commits.retry_now()
+    service.commits.ready()
 
     # Then one retry carries the newest offsets: p0 at 20 (never 10 again), p1 at 5
     assert fetcher.commits[-1] == ({TP0: 20, TP1: 5}, False)
