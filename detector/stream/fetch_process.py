@@ -26,7 +26,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
+from detector.logs import RecentRecords, keep_recent_records
 from detector.settings import Settings
 from detector.stream.fetcher import (
     REVOKE_POLL_S,
@@ -66,43 +66,11 @@ COORDINATOR_LOGGER = "kafka.coordinator"
 HAND_OVER_SLOW_S = 15.0
 
 
-class RecentRecords(logging.Handler):
-    """Keeps the last ``maxlen`` records of a logger, formatted only when asked for.
-
-    The records still reach the root handler, whose filter drops kafka-python's below
-    WARNING: nothing more is printed until ``lines()`` is."""
-
-    def __init__(self, maxlen: int) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: deque[logging.LogRecord] = deque(maxlen=maxlen)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # "need_rejoin: False ..." comes thousands of times a second while consuming and
-        # would push everything else out (the bench of 2026-12-07: 200 lines in 64 ms).
-        if isinstance(record.msg, str) and record.msg.startswith("need_rejoin: False"):
-            return
-        self.records.append(record)  # deque appends are atomic: the IO thread logs too
-
-    def lines(self) -> list[str]:
-        out = []
-        for record in list(self.records):
-            try:
-                out.append(self.format(record))
-            except Exception as exc:  # a record whose arguments no longer format
-                out.append(f"(unformattable record {record.msg!r}: {exc})")
-        return out
-
-
-def keep_recent_coordinator_records(maxlen: int = RECENT_COORDINATOR_LINES) -> RecentRecords:
-    recent = RecentRecords(maxlen)
-    coordinator = logging.getLogger(COORDINATOR_LOGGER)
-    coordinator.setLevel(logging.DEBUG)
-    coordinator.addHandler(recent)
-    return recent
-
-
 # -- in a child process -------------------------------------------------------------------
+def keep_recent_coordinator_records(maxlen: int = RECENT_COORDINATOR_LINES) -> RecentRecords:
+    return keep_recent_records(COORDINATOR_LOGGER, maxlen)
+
+
 class _ServiceGone(Exception):
     """The pipe to the service broke: the service exited or was killed.
 
