@@ -40,7 +40,7 @@ from detector.features.temporal import TemporalState
 from detector.metrics import RetrainMetrics, ServiceMetrics
 from detector.model.scorer import Scorer
 from detector.pipeline import PipelineState, process
-from detector.pipeline.process import RecordSlice
+from detector.pipeline.batches import RecordSlice
 from detector.registry.store import ModelRegistry
 from detector.retrain.job import SampleRow, _rows_of, age_window, retrain_once
 from detector.retrain.schedule import RetrainSchedule

@@ -1,15 +1,15 @@
 """The per-batch path without Kafka: records in, scores, alerts and dead letters out."""
 
-from detector.pipeline.letters import DeadLetter, Message
-from detector.pipeline.process import (
+from detector.pipeline.batches import (
     Alert,
     BatchOutcome,
     PipelineState,
     Records,
     RecordSlice,
     ScoredBatch,
-    process,
 )
+from detector.pipeline.letters import DeadLetter, Message
+from detector.pipeline.process import process
 from detector.pipeline.reasons import Reason
 
 __all__ = [

@@ -21,15 +21,21 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
 
 from detector.events import EventParser, ParsedBatch, describe
-from detector.features.temporal import TemporalState
 from detector.model.scorer import Scorer, ScoreResult
+from detector.pipeline.batches import (
+    Alert,
+    BatchOutcome,
+    PipelineState,
+    Records,
+    RecordSlice,
+    ScoredBatch,
+)
 from detector.pipeline.letters import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DeadLetter,
@@ -45,102 +51,6 @@ from detector.stream.alerts import Cooldown, Source, build_alert
 log = logging.getLogger(__name__)
 
 Stage = Callable[[str], AbstractContextManager[None]]
-
-
-class Records(Protocol):
-    """A batch of records as flat columns (``detector.stream.fetcher.RecordBatch`` is one)."""
-
-    topics: list[str]
-    partitions: list[int]
-    offsets: list[int]
-    timestamps_ms: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-
-    def __len__(self) -> int: ...
-
-
-@dataclass(slots=True)
-class RecordSlice:
-    """Some records of a batch, for the record-by-record retry (and tests)."""
-
-    topics: list[str]
-    partitions: list[int]
-    offsets: list[int]
-    timestamps_ms: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @classmethod
-    def of(cls, records: Records, start: int, stop: int) -> RecordSlice:
-        return cls(
-            records.topics[start:stop],
-            records.partitions[start:stop],
-            records.offsets[start:stop],
-            records.timestamps_ms[start:stop],
-            records.keys[start:stop],
-            records.values[start:stop],
-        )
-
-
-@dataclass
-class PipelineState:
-    """What outlives a batch: the parser's configuration, the cooldown, temporal state."""
-
-    parser: EventParser
-    cooldown: Cooldown
-    temporal: TemporalState | None = None
-
-
-@dataclass
-class ScoredBatch:
-    """What one batch became; handed to observers (drift window, demo, benchmarks).
-
-    Rows are the scored ones (``scored_index`` gives their positions in ``batch``); a row
-    dead-lettered after scoring (its alert could not be built) has a NaN log-likelihood.
-    """
-
-    batch: Any  # the Records
-    scored_index: list[int]
-    entities: list[str | None]
-    event_times_ms: list[int]
-    values: list[dict[str, Any]]
-    result: ScoreResult
-    model_version: str
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    dead_letters: list[tuple[int, str, str]] = field(
-        default_factory=list
-    )  # (record pos, reason, msg)
-
-
-@dataclass(slots=True)
-class Alert:
-    position: int
-    severity: str
-    doc: dict[str, Any]
-    out: Message
-
-
-@dataclass
-class BatchOutcome:
-    """Everything to send for one batch, and what to count. n = scored + dead letters."""
-
-    n: int
-    scored: ScoredBatch
-    alerts: list[Alert]
-    dead_letters: list[DeadLetter]
-    suppressed: int = 0
-    temporal_warmup_rows: int = 0
-    retried: list[str] = field(default_factory=list)  # stages re-run record by record
-    # Entities forgotten to keep state bounded, by state ("cooldown", "temporal").
-    evictions: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def n_scored(self) -> int:
-        return self.n - len(self.dead_letters)
 
 
 @contextmanager
