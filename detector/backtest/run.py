@@ -42,8 +42,9 @@ from detector.model.scorer import Scorer
 from detector.pipeline import PipelineState, process
 from detector.pipeline.batches import RecordSlice
 from detector.registry.store import ModelRegistry
-from detector.retrain.job import SampleRow, _rows_of, age_window, retrain_once
+from detector.retrain.job import retrain_once
 from detector.retrain.schedule import RetrainSchedule
+from detector.retrain.window import SampleRow, _rows_of, age_window
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
 

@@ -42,7 +42,7 @@ class FleetSpec:
     interval_s: float = 1.0
     seed: int = 7
     # The event time of step 0. The demo sets it from its clock so that the story ends "now";
-    # never a fixed date: the retrainer ages samples by event time (see retrain.job).
+    # never a fixed date: the retrainer ages samples by event time (see retrain.window).
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def entity(self, pump: int) -> str:

@@ -11,7 +11,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from detector.registry.store import ModelRegistry
-from detector.retrain.job import SampleRow, age_window, retrain_lock, retrain_once, tukey_fence
+from detector.retrain.job import retrain_lock, retrain_once, tukey_fence
+from detector.retrain.window import SampleRow, age_window
 from tests.unit.conftest import as_rows, mixture_sample, small_settings
 
 
