@@ -51,7 +51,7 @@ from detector.demo.summary import (
 from detector.health import HealthServer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
-from detector.report.html import demo_report
+from detector.report.demo_page import demo_report
 from detector.settings import Settings
 from detector.stream.broker import EmbeddedBroker, LocalBroker
 from detector.stream.clients import ensure_topics, security_config

@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detector.errors import ModelIntegrityError
+from detector.errors import ModelIntegrityError, RegistryError
 from detector.model.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+
+# Version names as new_version_id makes them (and simple hand-made ones): never a path.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# CURRENT holds one version name; anything much longer is not a CURRENT file.
+_CURRENT_MAX_BYTES = 4096
+
+
+def new_version_id() -> str:
+    """Sortable by creation time and unique across concurrent writers."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,3 +117,50 @@ def warnings_as_log() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
         yield
+
+
+def remove_stale(candidates: list[Path], cutoff: float) -> list[Path]:
+    """Remove the paths last changed before ``cutoff`` (a directory only if unlocked)."""
+    removed: list[Path] = []
+    for path in candidates:
+        try:
+            if path.lstat().st_mtime > cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                if not _remove_unlocked_dir(path):
+                    continue
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("could not remove stale %s: %s", path, exc)
+            continue
+        removed.append(path)
+    return removed
+
+
+def read_version_name(path: Path) -> str | None:
+    """The version name a CURRENT file holds; None when there is none yet.
+
+    Raises ``RegistryError`` when it exists but cannot be read as a file holding one
+    version name (a directory, no permission, garbage).
+    """
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_CURRENT_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise RegistryError(f"{path} is a directory, not a file naming a version") from None
+    except OSError as exc:
+        raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        name = raw.decode().strip()
+    except UnicodeDecodeError:
+        raise RegistryError(f"{path} is not text: not a CURRENT file") from None
+    if not name:
+        return None
+    if len(raw) > _CURRENT_MAX_BYTES or not VERSION_NAME.fullmatch(name):
+        raise RegistryError(f"{path} does not hold a version name: {name[:60]!r}")
+    return name

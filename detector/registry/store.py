@@ -30,8 +30,6 @@ import io
 import json
 import logging
 import os
-import re
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -46,12 +44,15 @@ import joblib
 from detector.errors import ModelIntegrityError, RegistryError
 from detector.model.bundle import ModelBundle, library_versions
 from detector.registry.files import (
+    VERSION_NAME,
     _atomic_write,
     _check_bundle,
     _fsync_dir,
-    _remove_unlocked_dir,
     _sha256,
     _write_durable,
+    new_version_id,
+    read_version_name,
+    remove_stale,
     warnings_as_log,
 )
 from detector.settings import RegistrySettings
@@ -68,10 +69,6 @@ STAGING_PREFIX = ".staging-"
 # one an hour old belongs to a writer that died (SIGKILL, power loss), and a live writer
 # holds a lock on it besides. Temporary files (.CURRENT.*.tmp) are written in milliseconds.
 STALE_STAGING_S = 3600.0
-# Version names as new_version_id makes them (and simple hand-made ones): never a path.
-_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# CURRENT holds one version name; anything much longer is not a CURRENT file.
-_CURRENT_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -81,12 +78,6 @@ class VersionInfo:
     manifest: dict[str, Any]
     rejected: dict[str, Any] | None
     is_current: bool
-
-
-def new_version_id() -> str:
-    """Sortable by creation time and unique across concurrent writers."""
-    now = datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 class ModelRegistry:
@@ -226,36 +217,15 @@ class ModelRegistry:
         staging directory is locked by its publish until renamed; CURRENT's temporary
         file is written under the registry lock, which this holds while cleaning.
         """
-        removed: list[Path] = []
         if not self.root.is_dir():
-            return removed
+            return []
         cutoff = time.time() - older_than_s
         with self._lock():
             candidates = list(self.root.glob(f".{CURRENT_FILE}.*.tmp"))
             if self.versions_dir.is_dir():
                 candidates += self.versions_dir.glob(f"{STAGING_PREFIX}*")
                 candidates += self.versions_dir.glob(f"*/.{REJECTED_FILE}.*.tmp")
-            for path in candidates:
-                try:
-                    if path.lstat().st_mtime > cutoff:
-                        continue
-                    if path.is_dir() and not path.is_symlink():
-                        if not _remove_unlocked_dir(path):
-                            continue
-                    else:
-                        path.unlink()
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    log.warning("could not remove stale %s: %s", path, exc)
-                    continue
-                removed.append(path)
-        if removed:
-            log.info(
-                "removed %d stale staging files left by dead writers: %s",
-                len(removed),
-                ", ".join(p.name for p in removed),
-            )
+            removed = remove_stale(candidates, cutoff)
         return removed
 
     # -- reading -----------------------------------------------------------------------
@@ -265,25 +235,7 @@ class ModelRegistry:
         Raises ``RegistryError`` when CURRENT exists but cannot be read as a file holding
         one version name (a directory, no permission, garbage).
         """
-        path = self.root / CURRENT_FILE
-        try:
-            with path.open("rb") as fh:
-                raw = fh.read(_CURRENT_MAX_BYTES + 1)
-        except FileNotFoundError:
-            return None
-        except IsADirectoryError:
-            raise RegistryError(f"{path} is a directory, not a file naming a version") from None
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
-        try:
-            name = raw.decode().strip()
-        except UnicodeDecodeError:
-            raise RegistryError(f"{path} is not text: not a CURRENT file") from None
-        if not name:
-            return None
-        if len(raw) > _CURRENT_MAX_BYTES or not _VERSION_NAME.fullmatch(name):
-            raise RegistryError(f"{path} does not hold a version name: {name[:60]!r}")
-        return name
+        return read_version_name(self.root / CURRENT_FILE)
 
     def _history(self) -> list[str]:
         try:
@@ -360,7 +312,7 @@ class ModelRegistry:
         return self._verified(version)[0]
 
     def _version_dir(self, version: str) -> Path:
-        if not _VERSION_NAME.fullmatch(version):
+        if not VERSION_NAME.fullmatch(version):
             raise RegistryError(f"{version[:60]!r} is not a version name")
         return self.versions_dir / version
 

@@ -12,7 +12,7 @@ import numpy as np
 from detector.demo.fleet import Drift, FleetSpec, LabelledEvent
 from detector.demo.summary import Recorder, Sent, summarize, timeline_arrays, verdict
 from detector.metrics import ServiceMetrics
-from detector.report.html import demo_report
+from detector.report.demo_page import demo_report
 
 N_PER_PHASE = 1000
 SHIFT_STEP = 10_000
