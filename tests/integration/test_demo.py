@@ -26,7 +26,14 @@ from detector.demo.run import run_demo
 from detector.settings import load_settings
 from detector.stream.broker import LocalBroker
 
-pytestmark = pytest.mark.broker
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.needs_client(
+        "kafka-python",
+        reason="these are `make demo` runs: the demo's service uses the default client, so a "
+        "run on the confluent client would repeat them unchanged",
+    ),
+]
 
 # Long enough that the shift (at 40%), the drift verdict, the retrain window (14 s of
 # post-shift samples) and the reload leave ~10 s of stream to measure the reloaded model on.
@@ -88,7 +95,10 @@ def assert_drift_retrain_reload(summary: dict[str, Any]) -> None:
     target = summary["target_false_alert_rate"]
     phases, counts = summary["false_alert_rate_by_phase"], summary["normal_events_by_phase"]
     n = counts["after_reload"]
-    assert n >= 2000, counts  # enough events after the reload to measure a rate on
+    # Enough events after the reload to measure a rate on: at 1,500 and a 1% target, 3
+    # standard errors are about +-0.8 points, still far from the shifted fleet's rate. (A
+    # loaded CI machine reloads later in the run: 1,997 events once, against a 2,000 bound.)
+    assert n >= 1500, counts
     tolerance = 3 * math.sqrt(target * (1 - target) / (n / DESIGN_EFFECT))
     assert abs(phases["after_reload"] - target) <= tolerance, (phases, counts, tolerance)
     # ...where the shifted fleet under the first model alerted far more than that
