@@ -157,9 +157,15 @@ class RecentRecords(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        # "need_rejoin: False ..." comes thousands of times a second while consuming and
-        # would push everything else out (the bench of 2026-12-07: 200 lines in 64 ms).
-        if isinstance(record.msg, str) and record.msg.startswith("need_rejoin: False"):
+        # "need_rejoin: False ..." comes from every turn of the poll loop and would push
+        # everything else out (a stalled join of 2026-12-07: all 200 lines in 64 ms).
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("need_rejoin: ")
+            and record.args
+            and isinstance(record.args, tuple)
+            and record.args[0] is False
+        ):
             return
         self.records.append(record)  # deque appends are atomic: the IO thread logs too
 

@@ -101,7 +101,6 @@ class _Child:
     # Since when this member has been (re)joining its group: from the start and from the
     # end of each hand-over until the next assignment (None while it holds an assignment).
     _joining_since: float | None = None
-    _said_joined_without_listener: bool = False
     # kafka-python's recent coordinator records, printed when the watchdog fires.
     recent: RecentRecords | None = None
 
@@ -243,13 +242,6 @@ class _Child:
             self.send("group", self.fetcher.group_metadata())
             self.send("assigned", partitions)
 
-    def _client_says_joined(self) -> bool:
-        fetcher = self.fetcher
-        try:
-            return fetcher is not None and fetcher.group_joined()
-        except Exception:  # its state read mid-change from this thread: not joined, then
-            return False
-
     def stalled(self, now: float) -> tuple[float, str]:
         """How long the Kafka client has been stuck, and where (0 s: it is not).
 
@@ -262,19 +254,6 @@ class _Child:
         if self._handing_over:
             return 0.0, ""
         started, joining = self._poll_started, self._joining_since
-        if joining is not None and joining < now and self._client_says_joined():
-            # Seen in the bench of 2026-12-07 on Apache Kafka: the watchdog ended a member
-            # that kafka-python held as joined (stable, need_rejoin False, its assignment
-            # snapshot equal to the metadata) and that was polling, because no assignment
-            # had reached the listener since the last hand-over. Its own view wins.
-            if not self._said_joined_without_listener:
-                log.warning(
-                    "kafka-python reports the group joined %.0f s after the join began, "
-                    "without an assignment through the rebalance listener; taken as joined",
-                    now - joining,
-                )
-                self._said_joined_without_listener = True
-            self._joining_since = joining = None
         poll_s = 0.0 if started is None else now - started
         join_s = 0.0 if joining is None else max(0.0, now - joining)
         if poll_s >= join_s:

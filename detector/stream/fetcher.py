@@ -358,18 +358,6 @@ class ConsumerFetcher:
             return f"no heartbeat answer from the group coordinator for {age_s:.0f} s"
         return None
 
-    def group_joined(self) -> bool:
-        """kafka-python's own view: its member is in a stable group, no rejoin pending.
-        Reads its state, sends nothing (safe from the fetch process's watchdog thread)."""
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        if coordinator is None:
-            return False
-        return bool(
-            coordinator.stable()
-            and not getattr(coordinator, "rejoining", False)
-            and not getattr(coordinator, "rejoin_needed", False)
-        )
-
     def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: high watermark - position, from cached fetch responses.
 

@@ -1,4 +1,4 @@
-"""Two fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
+"""Three fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
 
 Each replaces one method, is measured by a test in ``tests/unit/stream/test_kafka_python_fixes.py``
 that fails without it, and leaves a release that changed the method alone (it checks the
@@ -81,6 +81,38 @@ def count_only_waiting_batches_as_unknown_leaders() -> None:
     RecordAccumulator.ready = ready
 
 
+def finish_a_join_once_begun() -> None:
+    """kafka-python 3.0's consumer rejoins only while ``need_rejoin()`` is true, and that
+    compares the leader's assignment snapshot with its metadata snapshot. A join the
+    leader starts because the metadata changed (the input topic appearing, say) is cut
+    off by a short poll's timer with its JoinGroup -> SyncGroup task in flight; the task
+    then records the new assignment snapshot, ``need_rejoin()`` turns false, and no later
+    poll awaits the task again. Its ending never runs: the member stays REBALANCING with
+    heartbeats off, its assignment is never applied nor given to the rebalance listener,
+    it fetches nothing and the broker drops it a session timeout later (issue 17: CI of
+    2026-12-07, broker log "Leader ... re-joining group during Stable", then "removing
+    member ... on heartbeat expiration" 6 s later; the client logging "need_rejoin: False"
+    with equal snapshots thousands of times a second). Apache Kafka's Java consumer loops
+    on ``rejoinNeededOrPending()``: a join in flight or begun counts. So does this."""
+    try:
+        from kafka.coordinator.consumer import ConsumerCoordinator
+    except ImportError:
+        return
+    original = getattr(ConsumerCoordinator, "need_rejoin", None)
+    if original is None or getattr(original, "_or_pending", False):
+        return
+
+    def need_rejoin(self: Any) -> Any:
+        task = getattr(self, "_join_task", None)
+        if getattr(self, "rejoining", False) or (task is not None and not task.is_done):
+            return True
+        return original(self)
+
+    need_rejoin._or_pending = True  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
+
+
 def apply() -> None:
     close_sockets_of_failed_connects()
     count_only_waiting_batches_as_unknown_leaders()
+    finish_a_join_once_begun()

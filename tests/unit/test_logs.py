@@ -103,3 +103,22 @@ def test_the_fetch_process_logs_where_the_service_does(
         assert _where_logs_go() is handler.stream
     finally:
         handler.close()
+
+
+def test_kept_records_skip_the_poll_loops_need_rejoin_false() -> None:
+    # Given kept records of a logger that logs "need_rejoin: False" on every poll turn
+    from detector.logs import keep_recent_records
+
+    recent = keep_recent_records("test.kept.coordinator", maxlen=5)
+    source = logging.getLogger("test.kept.coordinator")
+    # When it logs it 100 times around one line that says something
+    for _ in range(50):
+        source.debug("need_rejoin: %s (from base.rejoin_needed)", False)
+    source.debug("Sending JoinGroup to %s", "node 1")
+    source.debug("need_rejoin: %s (from base.rejoin_needed)", True)
+    for _ in range(50):
+        source.debug("need_rejoin: %s (from base.rejoin_needed)", False)
+    # Then the kept lines are the ones that say something
+    lines = recent.lines()
+    assert len(lines) == 2
+    assert "Sending JoinGroup to node 1" in lines[0] and "need_rejoin: True" in lines[1]

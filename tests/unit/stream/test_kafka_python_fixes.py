@@ -1,5 +1,5 @@
-"""kafka-python as the service runs it: failed connects give their sockets back, and a
-producer whose topic vanished does not spin."""
+"""kafka-python as the service runs it: failed connects give their sockets back, a
+producer whose topic vanished does not spin, and a join once begun is finished."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import kafka.errors as Errors
 import pytest
 from kafka.cluster import ClusterMetadata
+from kafka.consumer.subscription_state import SubscriptionState
+from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.net.inet import create_connection
 from kafka.net.selector import NetworkSelector
 from kafka.producer.record_accumulator import RecordAccumulator
@@ -83,3 +85,41 @@ def test_a_waiting_batch_for_an_unknown_leader_still_asks_for_metadata() -> None
     _nodes, _delay, unknown_leaders_exist = accumulator.ready(ClusterMetadata())
     # Then it is told to find the leader, as before
     assert unknown_leaders_exist is True
+
+
+class _JoinTask:
+    def __init__(self, done: bool) -> None:
+        self.is_done = done
+
+
+def _leader_with_equal_snapshots() -> ConsumerCoordinator:
+    # A coordinator as kafka-python leaves it once the in-flight join task has recorded the
+    # new assignment snapshot: equal snapshots, the subscription joined, rejoin_needed off
+    # (built without __init__: the check reads only these fields)
+    c = ConsumerCoordinator.__new__(ConsumerCoordinator)
+    c._subscription = SubscriptionState()
+    c._subscription.subscribe(topics=["events"])
+    c.config = {"group_id": "g", "api_version": (4, 0)}
+    c._assignment_snapshot = {"events": {0}}
+    c._metadata_snapshot = {"events": {0}}
+    c._joined_subscription = {"events"}
+    c.rejoin_needed = False
+    c.rejoining = False
+    c._join_task = None
+    return c
+
+
+def test_a_join_cut_off_by_a_poll_timeout_is_still_finished() -> None:
+    # Given a leader whose metadata-triggered rejoin ran its listeners (rejoining) and whose
+    # JoinGroup/SyncGroup task is still in flight when the poll's timer ran out
+    c = _leader_with_equal_snapshots()
+    c.rejoining = True
+    c._join_task = _JoinTask(done=False)
+    # Then the next poll still needs the join (to await the task and apply its assignment)
+    assert c.need_rejoin()
+    # ...and once the task is done but not yet taken up, too
+    c._join_task = _JoinTask(done=True)
+    assert c.need_rejoin()
+    # When the join has ended (rejoining off, the task taken), Then nothing is needed
+    c.rejoining, c._join_task = False, None
+    assert not c.need_rejoin()
