@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 from kafka import TopicPartition
 
 from detector.health import HealthState
 from detector.metrics import ServiceMetrics
+from detector.pipeline.process import Stage
 from detector.settings import Settings
 from detector.stream.delivery import Transactions
 from detector.stream.fetcher import Fetcher
 from detector.stream.offsets import OffsetBook
+from detector.stream.transport import Serve, no_serve
 
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
-
-Stage = Callable[[str], AbstractContextManager[None]]
-
-
-def _nothing() -> None:
-    return None
 
 
 class Committer:
@@ -56,7 +51,7 @@ class Committer:
         self.fetcher: Fetcher | None = None
         self.producer: Any = None
         self.transactions: Transactions | None = None
-        self.serve: Callable[[], None] = _nothing  # acknowledgements arrive here (confluent)
+        self.serve: Serve = no_serve  # acknowledgements arrive here (confluent)
 
     def start(self) -> None:
         """A new session: nothing processed in it yet."""
@@ -68,7 +63,7 @@ class Committer:
         fetcher: Fetcher,
         producer: Any,
         transactions: Transactions | None,
-        serve: Callable[[], None],
+        serve: Serve,
     ) -> None:
         self.fetcher, self.producer, self.transactions, self.serve = (
             fetcher,
@@ -78,7 +73,7 @@ class Committer:
         )
 
     def detach(self) -> None:
-        self.fetcher, self.producer, self.transactions, self.serve = None, None, None, _nothing
+        self.fetcher, self.producer, self.transactions, self.serve = None, None, None, no_serve
         self.health.uncommitted_since = None  # redelivered to the next owner or session
 
     def processed(self, offsets: dict[TopicPartition, int], futures: list[Any]) -> None:

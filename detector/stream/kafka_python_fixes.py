@@ -1,8 +1,8 @@
 """Three fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
 
 Each replaces one method, is measured by a test in ``tests/unit/stream/test_kafka_python_fixes.py``
-that fails without it, and leaves a release that changed the method alone (it checks the
-method is still the one it was written against, by a marker it sets itself).
+that fails without it, does nothing when the method is missing (another kafka-python layout),
+and replaces it only once (its replacement carries a marker it checks first).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from detector.stream.models import ModelFollower
 from detector.stream.offsets import DeliveryError, OffsetBook
 from detector.stream.reach import Backoff, BrokerWatch, check_reachable
 from detector.stream.sinks import publish
-from detector.stream.transport import Serve, open_fetcher, open_producer
+from detector.stream.transport import Serve, no_serve, open_fetcher, open_producer
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class DetectorService:
         self.health.held = {}
         try:
             check_reachable(cfg.bootstrap_servers, cfg.bootstrap_timeout_ms / 1000.0)
-            serve: Serve = _nothing
+            serve: Serve = no_serve
             if exactly_once(cfg):
                 self._transactions = Transactions(cfg)
                 self._producer = self._transactions.producer
@@ -382,10 +382,6 @@ class DetectorService:
         self.health.held = status.held
         for tp, lag in status.lag.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-
-
-def _nothing() -> None:
-    return None
 
 
 def commit_overdue_s(settings: Settings) -> float:

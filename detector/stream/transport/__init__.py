@@ -23,7 +23,8 @@ from detector.stream.fetcher import Fetcher, RebalanceHandler
 Serve = Callable[[], None]
 
 
-def _nothing() -> None:
+def no_serve() -> None:
+    """The ``serve`` of a client that delivers acknowledgements on its own thread."""
     return None
 
 
@@ -45,7 +46,7 @@ def open_producer(cfg: KafkaSettings) -> tuple[Any, Serve]:
         return producer, producer.serve
     from detector.stream.clients import make_producer
 
-    return make_producer(cfg), _nothing
+    return make_producer(cfg), no_serve
 
 
 def open_fetcher(settings: Settings, handler: RebalanceHandler) -> Fetcher:
