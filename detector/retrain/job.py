@@ -12,7 +12,8 @@
    and the chosen (K, covariance) is refit without them, so the anomalies in the window
    do not become "normal" and do not drag the thresholds down.
 5. Gate: on the holdout (inside the same fence) the candidate's warning alert rate must be
-   within tolerance of the target, and its mean log-likelihood (in feature units, so
+   within tolerance of the target (at least 3 standard errors, counted over the effective
+   number of rows: sensor series are autocorrelated, see ``design_effect``), and its mean log-likelihood (in feature units, so
    models with different scalers compare) may trail the current model's by at most
    ``max_worse_margin``. A candidate that fails is published as rejected, with the reason.
 
@@ -47,8 +48,14 @@ log = logging.getLogger(__name__)
 # Tukey's "far out" fence: for Gaussian data it trims well under 1% of normal rows, while
 # an event several standard deviations out on any feature falls far beyond it.
 TUKEY_FAR_OUT = 3.0
-# The gate's alert-rate check is never tighter than this many binomial standard errors.
+# The gate's alert-rate check is never tighter than this many standard errors of the
+# holdout's alert rate (binomial, widened by the holdout's design effect).
 RATE_CHECK_SIGMAS = 3.0
+# The lag-1 autocorrelation taken into the design effect is capped here: (1 + 0.9) / (1 -
+# 0.9) = 19, a series whose neighbouring rows are that alike still says something.
+MAX_LAG1_AUTOCORRELATION = 0.9
+# Fewer consecutive same-entity pairs than this estimate no autocorrelation (deff 1).
+MIN_PAIRS = 10
 
 
 @dataclass
@@ -135,13 +142,46 @@ def fit_robust(rows: list[dict[str, Any]], settings: Settings) -> tuple[ModelBun
     return final, fence, int((~keep).sum())
 
 
+def design_effect(log_likelihood: np.ndarray, entities: list[str | None] | None) -> float:
+    """How many rows of this series carry the evidence of one independent row.
+
+    Sensor readings are autocorrelated: a pump's neighbouring readings, and so their
+    verdicts, are alike, and the variance of an alert rate over n such rows is that of
+    n / deff independent ones, deff = (1 + rho) / (1 - rho) for the lag-1 autocorrelation
+    rho of each entity's consecutive log-likelihoods (rows in event-time order; no
+    entities: one series). Pooled over entities, clipped to [0, MAX_LAG1_AUTOCORRELATION].
+    """
+    ll = np.asarray(log_likelihood, dtype=float)
+    if ll.size < 3:
+        return 1.0
+    keys = np.array(["" if e is None else e for e in entities]) if entities else np.zeros(ll.size)
+    _, k = np.unique(keys, return_inverse=True)
+    order = np.argsort(k, kind="stable")  # each entity's rows together, in time order
+    x, k = ll[order], k[order]
+    # Centred on each entity's own mean: the holdout's entities are the ones the thresholds
+    # were calibrated on, so an entity's level is no extra noise; its persistence is.
+    centred = x - (np.bincount(k, weights=x) / np.bincount(k))[k]
+    same = k[1:] == k[:-1]
+    denominator = float(np.sum(centred**2))
+    if same.sum() < MIN_PAIRS or denominator == 0.0:
+        return 1.0
+    rho = float(np.sum(centred[1:][same] * centred[:-1][same])) / denominator
+    rho *= ll.size / max(int(same.sum()), 1)  # per pair, not per row
+    rho = min(max(rho, 0.0), MAX_LAG1_AUTOCORRELATION)
+    return (1.0 + rho) / (1.0 - rho)
+
+
 def validate(
     candidate: ModelBundle,
     current: ModelBundle | None,
     holdout: list[dict[str, Any]],
     settings: Settings,
+    entities: list[str | None] | None = None,
 ) -> tuple[bool, str | None, dict[str, Any]]:
-    """The gate: alert rate near target on presumed-normal holdout rows, and not worse."""
+    """The gate: alert rate near target on presumed-normal holdout rows, and not worse.
+
+    ``entities``: each holdout row's entity (event-time order), for the design effect.
+    """
     cfg = settings.retrain
     cand = Scorer(candidate, settings.features)
     res = cand.score(holdout)
@@ -150,13 +190,18 @@ def validate(
     n = int(inside.sum())
     target = candidate.thresholds.alert_rate
     rate = float((res.severity[inside] > 0).mean()) if n else float("nan")
+    deff = design_effect(
+        res.log_likelihood[inside],
+        [entities[i] for i in np.flatnonzero(inside)] if entities else None,
+    )
     allowed = max(
         cfg.alert_rate_tolerance * target,
-        RATE_CHECK_SIGMAS * np.sqrt(target * (1 - target) / max(n, 1)),
+        RATE_CHECK_SIGMAS * np.sqrt(target * (1 - target) * deff / max(n, 1)),
     )
     figures: dict[str, Any] = {
         "holdout_rows": len(holdout),
         "holdout_rows_inside_fence": n,
+        "holdout_design_effect": deff,
         "target_alert_rate": target,
         "candidate_alert_rate": rate,
         "allowed_deviation": allowed,
@@ -308,7 +353,8 @@ def _run(
     except DetectorError as exc:
         return RetrainOutcome("failed", reason=f"training failed: {exc}", figures=figures)
     figures["trimmed_rows"] = trimmed
-    ok, reason, validation = validate(candidate, current, holdout, run_settings)
+    entities = [r.entity for r in rows[-n_hold:]]
+    ok, reason, validation = validate(candidate, current, holdout, run_settings, entities)
     figures["validation"] = validation
     candidate.summary["validation"] = {"passed": ok, "reason": reason, **validation}
     candidate.summary["retrain"] = {k: v for k, v in figures.items() if k != "validation"}

@@ -81,7 +81,10 @@ def assert_drift_retrain_reload(summary: dict[str, Any]) -> None:
     assert any(
         "mean_log_likelihood test fired" in w or "psi test fired" in w for w in drift_steps
     ), drift_steps
-    assert kinds.index("shift") < kinds.index("retrain") < kinds.index("reload"), kinds
+    # (each step's presence first, so a failure shows the story and the retrain's outcome)
+    story = [(e["kind"], e["what"]) for e in summary["timeline"]]
+    assert {"shift", "retrain", "reload"} <= set(kinds), (story, summary["retrain"])
+    assert kinds.index("shift") < kinds.index("retrain") < kinds.index("reload"), story
     retrain = summary["retrain"]
     assert retrain["outcome"] == "promoted", retrain
     assert retrain["version"] != summary["first_version"]

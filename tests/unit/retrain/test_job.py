@@ -11,9 +11,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from detector.registry.store import ModelRegistry
-from detector.retrain.job import retrain_lock, retrain_once, tukey_fence
+from detector.retrain.job import (
+    design_effect,
+    retrain_lock,
+    retrain_once,
+    tukey_fence,
+    validate,
+)
 from detector.retrain.window import SampleRow, age_window
-from tests.unit.conftest import as_rows, mixture_sample, small_settings
+from tests.unit.conftest import COV, MEANS, as_rows, mixture_sample, small_settings
 
 
 def window(x: np.ndarray, alerted: float = 0.0) -> list[SampleRow]:
@@ -174,3 +180,56 @@ def test_any_stamps_keep_the_newest_plausible_row_and_never_a_future_one(
     assert bool(aged.rows) == bool(plausible)
     if plausible:
         assert max(r.event_time_ms for r in plausible) in {r.event_time_ms for r in aged.rows}
+
+
+def autocorrelated_fleet(
+    n_entities: int, steps: int, rho: float, seed: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """Each entity an AR(1) walk (unit stationary variance) around one cluster's mean; rows
+    in event-time order (every entity's reading of step 0, then of step 1, ...)."""
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(COV)
+    means = MEANS[rng.integers(0, 3, n_entities)]
+    noise = rng.standard_normal((n_entities, 4)) @ chol.T
+    rows = []
+    for _ in range(steps):
+        fresh = rng.standard_normal((n_entities, 4)) @ chol.T
+        noise = rho * noise + np.sqrt(1 - rho**2) * fresh
+        rows.append(means + noise)
+    entities: list[str | None] = [f"pump-{i}" for i in range(n_entities)] * steps
+    return np.vstack(rows), entities
+
+
+def test_design_effect_is_one_for_independent_rows_and_large_for_alike_neighbours() -> None:
+    # Given rows of 20 entities, independent draws in one case and AR(1) walks in the other
+    iid, entities = autocorrelated_fleet(20, 60, rho=0.0, seed=5)
+    walks, _ = autocorrelated_fleet(20, 60, rho=0.95, seed=5)
+    ll_iid = -np.sum(iid**2, axis=1)
+    ll_walks = -np.sum((walks - walks.mean(axis=0)) ** 2, axis=1)
+    # When their design effects are estimated per entity
+    # Then independent rows count as themselves and alike neighbours as far fewer rows
+    assert design_effect(ll_iid, entities) < 1.5
+    assert design_effect(ll_walks, entities) > 5.0
+    # ...and too few rows, or a constant series, say nothing: 1
+    assert design_effect(ll_walks[:2], entities[:2]) == 1.0
+    assert design_effect(np.zeros(100), None) == 1.0
+
+
+def test_the_gate_counts_alike_readings_once_and_still_rejects_a_misfit(
+    tmp_path: Path, small_bundle
+) -> None:
+    # Given a holdout of 20 pumps whose neighbouring readings are alike (AR(1), 0.95)
+    x, entities = autocorrelated_fleet(20, 60, rho=0.95, seed=6)
+    s = settings(tmp_path)
+    # When the gate reads it per pump, and as if every row were independent
+    _, _, per_pump = validate(small_bundle, None, as_rows(x), s, entities)
+    _, _, as_independent = validate(small_bundle, None, as_rows(x), s)
+    # Then its band is wider by the square root of the design effect (fewer effective rows)
+    deff = per_pump["holdout_design_effect"]
+    assert deff > 5.0 and as_independent["holdout_design_effect"] < 1.5
+    assert per_pump["allowed_deviation"] > 2.0 * as_independent["allowed_deviation"]
+    # ...and a candidate that misfits the holdout (every pump 4 SD off on one feature,
+    # most rows alerting) is rejected all the same
+    shifted = x + np.array([4.0, 0.0, 0.0, 0.0])
+    ok, reason, figures = validate(small_bundle, None, as_rows(shifted), s, entities)
+    assert not ok and "outside target" in (reason or ""), figures
