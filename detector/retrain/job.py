@@ -12,8 +12,10 @@
    and the chosen (K, covariance) is refit without them, so the anomalies in the window
    do not become "normal" and do not drag the thresholds down.
 5. Gate: on the holdout (inside the same fence) the candidate's warning alert rate must be
-   within tolerance of the target (at least 3 standard errors, counted over the effective
-   number of rows: sensor series are autocorrelated, see ``design_effect``), and its mean log-likelihood (in feature units, so
+   within tolerance of the target (at least 3 standard errors of the difference between
+   the holdout's rate, over its effective number of rows since sensor series are
+   autocorrelated (``design_effect``), and the threshold's own, read from the candidate's
+   calibration rows), and its mean log-likelihood (in feature units, so
    models with different scalers compare) may trail the current model's by at most
    ``max_worse_margin``. A candidate that fails is published as rejected, with the reason.
 
@@ -194,14 +196,16 @@ def validate(
         res.log_likelihood[inside],
         [entities[i] for i in np.flatnonzero(inside)] if entities else None,
     )
-    allowed = max(
-        cfg.alert_rate_tolerance * target,
-        RATE_CHECK_SIGMAS * np.sqrt(target * (1 - target) * deff / max(n, 1)),
-    )
+    # Two samples stand between the target and the holdout's rate: the calibration rows the
+    # threshold was read from (its true alert rate is itself uncertain) and the holdout.
+    n_cal = int(candidate.summary.get("rows", {}).get("calibration", 0))
+    variance = target * (1 - target) * (deff / max(n, 1) + (1 / n_cal if n_cal else 0.0))
+    allowed = max(cfg.alert_rate_tolerance * target, RATE_CHECK_SIGMAS * float(np.sqrt(variance)))
     figures: dict[str, Any] = {
         "holdout_rows": len(holdout),
         "holdout_rows_inside_fence": n,
         "holdout_design_effect": deff,
+        "calibration_rows": n_cal,
         "target_alert_rate": target,
         "candidate_alert_rate": rate,
         "allowed_deviation": allowed,
