@@ -329,15 +329,15 @@ def _read_jsonl(path: Path, settings: Settings, label_column: str | None) -> Tab
 
 
 def with_temporal(table: Table, windows: dict[str, int]) -> Table:
-    """The table with per-entity temporal features added (no-op without windows)."""
+    """The table with per-entity temporal features added (no-op without windows).
+
+    Without an entity column the whole file is one series (one sensor, one machine), as
+    the service treats events without an entity: each row continues the previous one.
+    """
     if not windows:
         return table
     from detector.features.temporal import augment_offline
 
-    if table.entities is None:
-        raise DataError(
-            "features.temporal needs an entity column (training.entity_column) to know whose history a row continues"
-        )
     rows, _ = augment_offline(table.rows, table.entities, table.times, windows)
     return Table(
         rows=rows,

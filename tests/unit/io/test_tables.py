@@ -125,3 +125,24 @@ def test_text_columns_and_scoring_files_keep_their_text(tmp_path: Path) -> None:
     table = read_table(path, small_settings())
     # Then the text stays text: the encoder reports the bad row in place
     assert table.rows[0]["kind"] == "fan" and table.rows[3]["x"] == "oops"
+
+
+def test_a_file_without_an_entity_column_is_one_series_for_temporal_features(
+    tmp_path: Path,
+) -> None:
+    # Given one sensor's readings in time order, no entity column, and a temporal window
+    from detector.features.temporal import TemporalState
+    from detector.io.tables import with_temporal
+
+    rows = [[f"{20 + (i % 7) * 0.5:.1f}", f"{1 + (i % 3) * 0.1:.1f}"] for i in range(40)]
+    path = write_csv(tmp_path / "one.csv", ["temp", "pressure"], rows)
+    table = read_table(path, small_settings(), for_training=True)
+    assert table.entities is None
+    # When its temporal features are derived for training
+    augmented = with_temporal(table, {"temp": 5})
+    # Then each row continues the one before it, exactly as the service derives them for
+    # events without an entity (one state for the whole stream)
+    streamed = TemporalState({"temp": 5}).augment([None] * len(table.rows), table.rows)
+    assert augmented.rows == streamed
+    assert augmented.rows[3]["temp__mean5"] is None  # warming up
+    assert augmented.rows[10]["temp__std5"] is not None
