@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
+from detector.features.temporal import augment_offline
 from detector.model.bundle import ModelBundle
 from detector.model.train import train
 from detector.pipeline import RecordSlice
@@ -288,6 +289,26 @@ def test_cooldown_evictions_are_counted_in_a_metric(small_bundle, tmp_path) -> N
     # Then all 50 alerted, the map holds 10, and the 40 evictions are on /metrics
     assert list(ends.values()) == ["alert"] * 50 and len(service.cooldown) == 10
     assert sample(service, "detector_state_evictions_total", state="cooldown") == 40
+
+
+def test_temporal_state_evictions_are_counted_in_a_metric(tmp_path) -> None:
+    # Given a model with a temporal window on feature a, and the service's per-entity
+    # state bounded to 10 entities
+    windows = {"a": 2}
+    s = small_settings(features={"temporal": windows})
+    rows, _ = augment_offline(
+        as_rows(mixture_sample(3_000, seed=43)), [f"e{i % 20}" for i in range(3_000)], None, windows
+    )
+    service = make_service(train(rows, s), tmp_path, features={"temporal": windows})
+    assert service.temporal is not None
+    service.temporal.max_entities = 10
+    # When 50 distinct entities send one event each
+    ends = outcome(service, batch_of(good_events(50)))
+    # Then every event is scored (warming up), the state holds 10 entities, and the 40
+    # evictions are on /metrics
+    assert all(e in ("scored", "alert") for e in ends.values())
+    assert len(service.temporal) == 10
+    assert sample(service, "detector_state_evictions_total", state="temporal") == 40
 
 
 def test_big_events_sampled_for_the_drift_window_never_make_an_oversize_message(
