@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # module fixtures are built once). PYTEST_WORKERS= runs them in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu integration-confluent bench bench-transports bench-quality bench-train clean image
+.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu integration-confluent bench bench-transports bench-quality bench-train bench-cooldown bench-eos clean image
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -59,6 +59,14 @@ bench-quality: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python -m bench.train_time $(BENCH_ARGS)
+
+# The per-batch pipeline with 1,000,000 distinct alerting entities, cooldown on vs off (no Kafka).
+bench-cooldown: $(STAMP)
+	$(BIN)/python -m bench.cooldown $(BENCH_ARGS)
+
+# Exactly-once against at-least-once on Apache Kafka: events/s and produce-to-alert p50/p99.
+bench-eos: $(STAMP)
+	$(BIN)/python -m bench.eos $(BENCH_ARGS)
 
 # The container image (deploy/Dockerfile), built with the first of docker or podman whose
 # engine answers. Where none does (no CLI, or a CLI without a daemon) it says so and exits
