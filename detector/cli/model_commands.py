@@ -50,7 +50,7 @@ def train(
     """Train on normal data (BIC search, calibrated thresholds) and publish a model version."""
     from detector.io.tables import read_table, with_temporal
     from detector.model.train import train as train_model
-    from detector.registry.store import ModelRegistry
+    from detector.registry.topic import open_registry
 
     with _errors():
         settings = settings_for(
@@ -71,7 +71,7 @@ def train(
                 progress=update,
                 column_notes=table.notes,
             )
-        registry = ModelRegistry(settings.registry)
+        registry = open_registry(settings.registry, settings.kafka)
         version = registry.publish(bundle, promote=not no_promote)
     if not quiet:
         print_columns(bundle.summary)
@@ -150,9 +150,9 @@ def _score_file(
 
 def _load_scorer(settings: Settings, version: str | None = None) -> Any:
     from detector.model.scorer import Scorer
-    from detector.registry.store import ModelRegistry
+    from detector.registry.topic import open_registry
 
-    bundle = ModelRegistry(settings.registry).load(version)
+    bundle = open_registry(settings.registry, settings.kafka).load(version)
     return Scorer(bundle, settings.features, settings.thresholds)
 
 

@@ -30,9 +30,10 @@ from detector.settings import check_config_file, load_settings
 
 # -- models ------------------------------------------------------------------------------
 def _registry(config: Path | None, model_dir: Path | None) -> Any:
-    from detector.registry.store import ModelRegistry
+    from detector.registry.topic import open_registry
 
-    return ModelRegistry(settings_for(config, model_dir=model_dir).registry)
+    settings = settings_for(config, model_dir=model_dir)
+    return open_registry(settings.registry, settings.kafka)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead.")]

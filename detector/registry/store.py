@@ -16,9 +16,8 @@ pickles and unpickling runs code, so nothing is loaded before its checks pass.
 Faults are typed: a version that cannot be read, unpickled, or is not a model bundle
 raises ``ModelIntegrityError`` like a bad checksum; a registry whose CURRENT or
 directories cannot be read raises ``RegistryError``. Nothing else escapes a read, so a
-service can refuse the version and keep scoring with the one it has. Staging
-directories and temporary files that a dead writer left behind are removed by the next
-writer once ``STALE_STAGING_S`` old and not locked.
+service can refuse the version and keep scoring with the one it has. What a dead writer
+left behind is removed by the next writer once ``STALE_STAGING_S`` old and not locked.
 """
 
 from __future__ import annotations
@@ -164,6 +163,11 @@ class ModelRegistry:
                 f"version {version} was rejected ({info.rejected.get('reason')}); use --force"
             )
         self.verify(version)
+        self._set_current(version)
+
+    def _set_current(self, version: str) -> None:
+        """Point CURRENT at ``version`` (atomic) and append it to HISTORY; no checks."""
+        self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
             try:
                 _atomic_write(self.root / CURRENT_FILE, (version + "\n").encode())
@@ -187,11 +191,6 @@ class ModelRegistry:
         target = earlier[-1]
         self.promote(target, force=True)
         return target
-
-    def reject(self, version: str, reason: str) -> None:
-        _atomic_write(
-            self.versions_dir / version / REJECTED_FILE, json.dumps({"reason": reason}).encode()
-        )
 
     def prune(self) -> list[str]:
         """Delete all but the newest ``keep_versions`` versions; never CURRENT.
@@ -227,6 +226,9 @@ class ModelRegistry:
                 candidates += self.versions_dir.glob(f"*/.{REJECTED_FILE}.*.tmp")
             removed = remove_stale(candidates, cutoff)
         return removed
+
+    def close(self) -> None:
+        """Release what the registry holds open: nothing here (the topic registry: its reader)."""
 
     # -- reading -----------------------------------------------------------------------
     def current(self) -> str | None:

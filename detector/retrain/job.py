@@ -42,6 +42,7 @@ from detector.model.bundle import ModelBundle
 from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
+from detector.registry.topic import open_registry
 from detector.retrain.window import SampleRow, read_window
 from detector.settings import Settings
 
@@ -273,7 +274,7 @@ def retrain_once(
     ``window``: rows to use instead of reading the samples topic (taken as they are).
     ``now_ms``: the clock (default: the wall clock), only to tell future-dated stamps.
     """
-    registry = registry or ModelRegistry(settings.registry)
+    registry = registry or open_registry(settings.registry, settings.kafka)
     metrics = metrics or RetrainMetrics()
     started = time.perf_counter()
     with retrain_lock(registry.root) as acquired:

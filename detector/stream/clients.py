@@ -89,7 +89,12 @@ def make_producer(cfg: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**producer_config(cfg, **overrides))
 
 
-def ensure_topics(bootstrap_servers: str, partitions: dict[str, int], **security: Any) -> None:
+def ensure_topics(
+    bootstrap_servers: str,
+    partitions: dict[str, int],
+    topic_configs: dict[str, str] | None = None,
+    **security: Any,
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     import contextlib
 
@@ -100,6 +105,15 @@ def ensure_topics(bootstrap_servers: str, partitions: dict[str, int], **security
     try:
         for name, n in partitions.items():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            num_partitions=n,
+                            replication_factor=1,
+                            topic_configs=topic_configs or {},
+                        )
+                    ]
+                )
     finally:
         admin.close()

@@ -35,6 +35,7 @@ from detector.metrics import ServiceMetrics
 from detector.model.scorer import Scorer
 from detector.pipeline import PipelineState, ScoredBatch, process
 from detector.registry.store import ModelRegistry
+from detector.registry.topic import open_registry
 from detector.settings import Settings
 from detector.stream.alerts import Cooldown
 from detector.stream.commits import Committer
@@ -81,7 +82,7 @@ class DetectorService:
         observers: list[BatchObserver] | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or ModelRegistry(settings.registry)
+        self.registry = registry or open_registry(settings.registry, settings.kafka)
         self.metrics = metrics or ServiceMetrics()
         self.health = HealthState(
             settings.service.heartbeat_stale_s, commit_overdue_s=commit_overdue_s(settings)
