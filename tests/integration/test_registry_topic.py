@@ -18,13 +18,16 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
+from typer.testing import CliRunner
 
-from detector.errors import ModelIntegrityError
+from detector.cli.main import app
+from detector.errors import ModelIntegrityError, RegistryError
 from detector.model.train import train
 from detector.registry.topic import TopicRegistry, open_registry
 from detector.settings import Settings
 from detector.stream.alerts import alert_id
 from detector.stream.broker import LocalBroker, free_port
+from detector.stream.clients import ensure_topics
 from tests.integration.streams import (
     FEATURES,
     alerts_of,
@@ -124,6 +127,59 @@ def test_versions_promotions_and_rollbacks_reach_a_fresh_mirror_and_a_forgery_is
     replica.close()
 
 
+def test_the_cli_promotes_and_rolls_back_through_the_topic(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    # Given two versions published to a registry topic, v2 current
+    topic = f"models-{uuid.uuid4().hex[:8]}"
+    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    v1 = publish(settings, seed=1)
+    v2 = publish(settings, seed=2, shift=0.5)
+    # When an operator on another machine (an empty directory) uses `detector models`
+    env = env_for(settings) | {
+        "DETECTOR_REGISTRY__BACKEND": "kafka",
+        "DETECTOR_REGISTRY__TOPIC": topic,
+        "DETECTOR_REGISTRY__SIGNING_KEY": SIGNING_KEY,
+        "DETECTOR_REGISTRY__PATH": str(tmp_path / "operator"),
+    }
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list", "--json"], env=env)
+    rolled = runner.invoke(app, ["models", "rollback"], env=env)
+    # Then it lists both versions, and its rollback reaches a replica's mirror
+    assert listed.exit_code == 0 and v1 in listed.output and v2 in listed.output, listed.output
+    assert rolled.exit_code == 0, rolled.output
+    replica = mirror(settings, tmp_path / "replica")
+    assert replica.current() == v1
+    # ...and so does a promotion back to v2
+    promoted = runner.invoke(app, ["models", "promote", v2], env=env)
+    assert promoted.exit_code == 0, promoted.output
+    assert replica.current() == v2
+    replica.close()
+
+
+@pytest.mark.needs_broker(
+    "kafka", reason="Tansu ignores max.message.bytes (DESIGN.md), so it never refuses a chunk"
+)
+def test_a_chunk_the_topic_refuses_names_the_setting_to_change(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    # Given a registry topic that takes messages of at most 2 KiB, and 8 KiB chunks
+    topic = f"models-{uuid.uuid4().hex[:8]}"
+    ensure_topics(
+        broker.bootstrap_servers,
+        {topic: 1},
+        topic_configs={"cleanup.policy": "compact", "max.message.bytes": "2048"},
+    )
+    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    settings = settings.model_copy(
+        update={"registry": settings.registry.model_copy(update={"chunk_bytes": 8192})}
+    )
+    # When a version is published / Then the error names both limits to change
+    with pytest.raises(RegistryError, match=r"registry\.chunk_bytes.*max\.message\.bytes"):
+        publish(settings, seed=1)
+
+
+PARTITIONS = 6
 PARTITIONS = 6
 
 
