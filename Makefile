@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # module fixtures are built once). PYTEST_WORKERS= runs them in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu integration-confluent bench bench-transports bench-quality bench-train bench-cooldown bench-eos clean image
+.PHONY: test demo lint typecheck unit integration integration-kafka integration-tansu integration-confluent bench bench-transports bench-quality bench-train bench-cooldown bench-eos bench-replicas clean image
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -67,6 +67,10 @@ bench-cooldown: $(STAMP)
 # Exactly-once against at-least-once on Apache Kafka: events/s and produce-to-alert p50/p99.
 bench-eos: $(STAMP)
 	$(BIN)/python -m bench.eos $(BENCH_ARGS)
+
+# Events/s with 1, 2 and 3 replicas in one group, models through the registry topic.
+bench-replicas: $(STAMP)
+	$(BIN)/python -m bench.replicas $(BENCH_ARGS)
 
 # The container image (deploy/Dockerfile), built with the first of docker or podman whose
 # engine answers. Where none does (no CLI, or a CLI without a daemon) it says so and exits
