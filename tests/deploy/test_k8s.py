@@ -69,14 +69,10 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(
     # Given the rendered kustomization; When each resource is validated strictly
     docs = rendered(directory)
     # Then every one is valid (unknown fields included) for this Kubernetes version
-    assert {d["kind"] for d in docs} >= {
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
-        "CronJob",
-        "PersistentVolumeClaim",
-    }
+    kinds = {d["kind"] for d in docs}
+    assert kinds >= {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "CronJob"}
+    # (models travel on the registry topic by default: no ReadWriteMany claim is needed)
+    assert "PersistentVolumeClaim" not in kinds
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -88,6 +84,50 @@ def test_standalone_manifests_validate(path: Path, version: str) -> None:
     assert docs
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_default_registry_is_the_topic_mirrored_into_a_writable_empty_dir() -> None:
+    # Given the example overlay as rendered
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered(K8S / "overlays" / "example")}
+    toml = tomllib.loads(docs[("ConfigMap", "detector-config")]["data"]["detector.toml"])
+    # Then the registry is the topic, and every replica's /models is its own writable emptyDir
+    assert toml["registry"]["backend"] == "kafka"
+    pod = pod_spec(docs[("Deployment", "detector")])
+    assert pod is not None
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert "emptyDir" in models and "persistentVolumeClaim" not in models
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "models")
+    assert mount["mountPath"] == "/models" and mount.get("readOnly") is False
+
+
+def test_the_directory_registry_component_still_renders_with_its_claim(tmp_path: Path) -> None:
+    # Given the base's resources with the registry-directory component instead of Kafka's
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": base["apiVersion"],
+                "kind": "Kustomization",
+                "resources": [str(K8S / "base" / r) for r in base["resources"]],
+                "components": [str(K8S / "components" / "registry-directory")],
+            }
+        )
+    )
+    # When it is rendered
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in build(tmp_path)}
+    # Then every resource is valid, the claim is ReadWriteMany, and the pods use it with
+    # the backend set back to "directory"
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    claim = docs[("PersistentVolumeClaim", "detector-models")]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for kind, name in (("Deployment", "detector"), ("CronJob", "detector-retrain")):
+        pod = pod_spec(docs[(kind, name)])
+        assert pod is not None
+        models = next(v for v in pod["volumes"] if v["name"] == "models")
+        assert models["persistentVolumeClaim"]["claimName"] == "detector-models"
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["DETECTOR_REGISTRY__BACKEND"] == "directory", (kind, env)
 
 
 def test_a_bad_manifest_is_refused_by_the_validator() -> None:
