@@ -47,8 +47,8 @@ RECORD_OVERHEAD_BYTES = 16 * 1024
 # loop calls it between batches: a new version of a few MB arrives well within it).
 FOLLOW_TIMEOUT_S = 5.0
 
-# A record to send: key, value, headers.
-Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+# A record to send: key, value (None: a tombstone, which compaction removes), headers.
+Record = tuple[bytes, bytes | None, list[tuple[str, bytes]]]
 
 
 def open_registry(registry: RegistrySettings, kafka: KafkaSettings) -> ModelRegistry:
@@ -73,6 +73,8 @@ class TopicRegistry(ModelRegistry):
         self._wanted_current: str | None = None
         self._promotions: list[tuple[str, str]] = []  # (time, version) of promotion records
         self._synced_once = False
+        self._syncing = False  # inside sync: reads use the mirror as it stands
+        self._topic_made = False  # created here if missing, once
 
     # -- following the topic -------------------------------------------------------------
     def sync(self, timeout_s: float | None = None) -> None:
@@ -82,7 +84,15 @@ class TopicRegistry(ModelRegistry):
         consumer = self._follow()
         if consumer is None:
             return
+        self._syncing = True
+        try:
+            self._read_to_end(consumer, timeout_s)
+        finally:
+            self._syncing = False
+
+    def _read_to_end(self, consumer: Any, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        mirrored_before = len(self._layouts)
         ends = consumer.end_offsets(self._tps, timeout_ms=int(timeout_s * 1000))
         while any(consumer.position(tp) < ends[tp] for tp in self._tps):
             if time.monotonic() > deadline:
@@ -100,6 +110,9 @@ class TopicRegistry(ModelRegistry):
                 ends = consumer.end_offsets(self._tps)
         self._synced_once = True
         self._move_current()
+        if len(self._layouts) > mirrored_before:
+            # Bound the mirror as the trainer bounds its directory (never CURRENT).
+            ModelRegistry.prune(self)
 
     def _follow(self) -> Any:
         if self._consumer is not None:
@@ -135,15 +148,17 @@ class TopicRegistry(ModelRegistry):
             log.warning("registry topic %s: record %r is not ours; ignored", self.topic, name[:80])
             return
         version = parts[1]
-        if (self.versions_dir / version).is_dir() or value is None:
-            return  # mirrored already (versions are immutable), or a tombstone
+        if value is None:
+            return  # a tombstone: the version was pruned (this mirror prunes on its own)
         if len(parts) == 2:
-            try:
+            try:  # kept even for a version mirrored already: a prune names its records
                 self._layouts[version] = json.loads(value)["files"]
             except (ValueError, KeyError, TypeError):
                 log.warning("registry topic %s: version %s has a bad layout", self.topic, version)
                 return
-        elif len(parts) == 5 and parts[2] == "f" and parts[4].isdigit():
+        if (self.versions_dir / version).is_dir():
+            return  # mirrored already: versions are immutable
+        if len(parts) == 5 and parts[2] == "f" and parts[4].isdigit():
             self._chunks.setdefault(version, {}).setdefault(parts[3], {})[int(parts[4])] = value
         self._mirror_if_complete(version)
 
@@ -181,9 +196,26 @@ class TopicRegistry(ModelRegistry):
         if super().current() != wanted:
             self._set_current(wanted)  # the loader verifies it; a bad one is refused there
 
+    def prune(self) -> list[str]:
+        """Prune the directory, then send tombstones for the pruned versions' records, so
+        compaction removes them from the topic too (the trainer's and `models prune`'s)."""
+        doomed = super().prune()
+        tombstones: list[Record] = []
+        for version in doomed:
+            for f, spec in self._layouts.get(version, {}).items():
+                tombstones += [
+                    (f"v/{version}/f/{f}/{i}".encode(), None, [])
+                    for i in range(int(spec.get("chunks", 0)))
+                ]
+            tombstones.append((f"v/{version}".encode(), None, []))
+        if tombstones:
+            self._send(tombstones)
+        return doomed
+
     # -- reading: the mirror, brought up to date first -------------------------------------
     def current(self) -> str | None:
-        self.sync()
+        if not self._syncing:
+            self.sync()
         return super().current()
 
     def load(self, version: str | None = None) -> ModelBundle:
@@ -191,7 +223,8 @@ class TopicRegistry(ModelRegistry):
         return super().load(version)
 
     def list(self) -> list[Any]:
-        self.sync()
+        if not self._syncing:
+            self.sync()
         return super().list()
 
     # -- writing: to the topic, then to the mirror ------------------------------------------
@@ -246,6 +279,7 @@ class TopicRegistry(ModelRegistry):
                 records.append((f"v/{version}/f/{path.name}/{i}".encode(), chunk, header))
         records.append((f"v/{version}".encode(), json.dumps({"files": layout}).encode(), []))
         self._send(records)
+        self._layouts[version] = layout
         sizes = ", ".join(f"{f} {spec['size']:,} B" for f, spec in layout.items())
         log.info("model version %s sent to topic %s (%s)", version, self.topic, sizes)
 
@@ -255,12 +289,14 @@ class TopicRegistry(ModelRegistry):
 
         from detector.stream.clients import ensure_topics, make_producer, security_config
 
-        ensure_topics(
-            str(self.kafka.bootstrap_servers),
-            {self.topic: 1},
-            topic_configs={"cleanup.policy": "compact"},
-            **security_config(self.kafka),
-        )
+        if not self._topic_made:
+            ensure_topics(
+                str(self.kafka.bootstrap_servers),
+                {self.topic: 1},
+                topic_configs={"cleanup.policy": "compact"},
+                **security_config(self.kafka),
+            )
+            self._topic_made = True
         limit = max(1_048_576, self.settings.chunk_bytes + RECORD_OVERHEAD_BYTES)
         producer = make_producer(self.kafka, max_request_size=limit)
         try:

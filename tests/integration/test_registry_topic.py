@@ -157,6 +157,29 @@ def test_the_cli_promotes_and_rolls_back_through_the_topic(
     replica.close()
 
 
+def test_pruned_versions_leave_the_topic_and_mirrors_stay_bounded(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    # Given a registry topic whose trainer keeps 2 versions
+    topic = f"models-{uuid.uuid4().hex[:8]}"
+    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    settings = settings.model_copy(
+        update={"registry": settings.registry.model_copy(update={"keep_versions": 2})}
+    )
+    # When three versions are published
+    v1, v2, v3 = (publish(settings, seed=s) for s in (1, 2, 3))
+    # Then the first one's records are tombstoned on the topic (compaction removes them)
+    records = read_topic(broker.bootstrap_servers, topic, idle_s=1.0)
+    dead = {r.key.decode() for r in records if r.value is None}
+    assert f"v/{v1}" in dead and any(k.startswith(f"v/{v1}/f/bundle.joblib/") for k in dead)
+    assert not any(k.startswith((f"v/{v2}", f"v/{v3}")) for k in dead)
+    # ...and a fresh mirror, which replays them all, keeps the newest two with v3 current
+    replica = mirror(settings, tmp_path / "replica")
+    assert replica.current() == v3
+    assert [v.version for v in replica.list()] == [v2, v3]
+    replica.close()
+
+
 @pytest.mark.needs_broker(
     "kafka", reason="Tansu ignores max.message.bytes (DESIGN.md), so it never refuses a chunk"
 )
