@@ -61,6 +61,17 @@ def topic_settings(broker: LocalBroker, directory: Path, topic: str, **sections:
     )
 
 
+def topic_env(settings: Settings, directory: Path) -> dict[str, str]:
+    """`detector` configured from the environment alone, on the registry topic, mirroring it
+    into ``directory`` (env_for leaves the registry's backend, topic and key out)."""
+    return env_for(settings) | {
+        "DETECTOR_REGISTRY__BACKEND": "kafka",
+        "DETECTOR_REGISTRY__TOPIC": settings.registry.topic,
+        "DETECTOR_REGISTRY__SIGNING_KEY": SIGNING_KEY,
+        "DETECTOR_REGISTRY__PATH": str(directory),
+    }
+
+
 def mirror(settings: Settings, directory: Path) -> TopicRegistry:
     reg = open_registry(settings.registry.model_copy(update={"path": directory}), settings.kafka)
     assert isinstance(reg, TopicRegistry)
@@ -136,12 +147,7 @@ def test_the_cli_promotes_and_rolls_back_through_the_topic(
     v1 = publish(settings, seed=1)
     v2 = publish(settings, seed=2, shift=0.5)
     # When an operator on another machine (an empty directory) uses `detector models`
-    env = env_for(settings) | {
-        "DETECTOR_REGISTRY__BACKEND": "kafka",
-        "DETECTOR_REGISTRY__TOPIC": topic,
-        "DETECTOR_REGISTRY__SIGNING_KEY": SIGNING_KEY,
-        "DETECTOR_REGISTRY__PATH": str(tmp_path / "operator"),
-    }
+    env = topic_env(settings, tmp_path / "operator")
     runner = CliRunner()
     listed = runner.invoke(app, ["models", "list", "--json"], env=env)
     rolled = runner.invoke(app, ["models", "rollback"], env=env)
@@ -257,11 +263,7 @@ def test_three_replicas_without_a_shared_disk_follow_promotions_survive_a_kill_a
     logs = [tmp_path / f"replica-{i}.log" for i in range(3)]
     procs = []
     for i in range(3):
-        env = env_for(settings) | {
-            "DETECTOR_REGISTRY__BACKEND": "kafka",
-            "DETECTOR_REGISTRY__TOPIC": topic,
-            "DETECTOR_REGISTRY__SIGNING_KEY": SIGNING_KEY,
-            "DETECTOR_REGISTRY__PATH": str(tmp_path / f"replica-{i}"),
+        env = topic_env(settings, tmp_path / f"replica-{i}") | {
             "DETECTOR_SERVICE__METRICS_PORT": str(ports[i]),
         }
         with logs[i].open("ab") as out:
