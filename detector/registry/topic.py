@@ -115,24 +115,24 @@ class TopicRegistry(ModelRegistry):
             ModelRegistry.prune(self)
 
     def _follow(self) -> Any:
-        if self._consumer is not None:
+        """The topic's reader, assigned from the beginning; None while the topic is missing."""
+        if self._tps:
             return self._consumer
         from kafka import KafkaConsumer, TopicPartition
 
         from detector.stream.clients import consumer_config
 
-        conf = consumer_config(self.kafka, group_id=None)
-        conf.pop("group_id", None)
-        consumer = KafkaConsumer(**conf)
-        parts = consumer.partitions_for_topic(self.topic)
+        if self._consumer is None:
+            conf = consumer_config(self.kafka, group_id=None)
+            conf.pop("group_id", None)
+            self._consumer = KafkaConsumer(**conf)
+        parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:  # no model published yet: nothing to follow, ask again next time
-            consumer.close()
             return None
         self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(self._tps)
-        consumer.seek_to_beginning(*self._tps)
-        self._consumer = consumer
-        return consumer
+        self._consumer.assign(self._tps)
+        self._consumer.seek_to_beginning(*self._tps)
+        return self._consumer
 
     def _apply(self, key: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> None:
         name = (key or b"").decode(errors="replace")
@@ -320,4 +320,4 @@ class TopicRegistry(ModelRegistry):
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
-            self._consumer = None
+            self._consumer, self._tps = None, []

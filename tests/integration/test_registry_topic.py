@@ -110,9 +110,11 @@ def test_versions_promotions_and_rollbacks_reach_a_fresh_mirror_and_a_forgery_is
     # Given a trainer publishing to a registry topic in 4 KiB chunks, with a signing key
     topic = f"models-{uuid.uuid4().hex[:8]}"
     settings = topic_settings(broker, tmp_path / "trainer", topic)
-    v1 = publish(settings, seed=1)
-    # When a replica with an empty directory follows the topic
+    # (a replica that starts before anything is published has no model, and no error)
     replica = mirror(settings, tmp_path / "replica")
+    assert replica.current() is None
+    v1 = publish(settings, seed=1)
+    # When the replica, with its empty directory, follows the topic
     # Then it has the version, verified, as CURRENT; the bundle travelled in several chunks
     assert replica.current() == v1
     assert replica.load().version == v1
@@ -343,6 +345,16 @@ def test_three_replicas_without_a_shared_disk_follow_promotions_survive_a_kill_a
         mark = len(sent)
         send(600, seed=14)
         wait_for(all_committed, 90, "the events after the forgery committed", tail=logs[0])
+        # (each live replica's counters add up: every record it consumed ended scored or
+        # dead-lettered, and together they consumed every event the dead one left)
+        consumed = [metric(p, "detector_consumed_total") or 0.0 for p in ports[:2]]
+        for p, n in zip(ports[:2], consumed, strict=True):
+            ended = sum(
+                metric(p, "detector_events_total", outcome=o) or 0.0
+                for o in ("scored", "dead_lettered")
+            )
+            assert n == ended, (p, n, ended)
+        assert sum(consumed) >= len(sent) - len(sent) // 3, (consumed, len(sent))
     finally:
         for proc in procs:
             if proc.poll() is None:
