@@ -236,13 +236,11 @@ def test_the_gate_counts_alike_readings_once_and_still_rejects_a_misfit(
     assert not ok and "outside target" in (reason or ""), figures
 
 
-def test_the_gate_passes_good_candidates_whatever_their_calibration_sample_drew(
-    tmp_path: Path,
-) -> None:
+def test_the_gate_passes_good_candidates_whatever_their_calibration_sample_drew() -> None:
     # Given 30 candidates, each fitted on 1,000 rows (its 1% threshold read from 200
     # calibration rows, a quantile uncertain by about 0.7 points) and gated on 2,000 more
     # rows of the distribution it fitted
-    s = settings(tmp_path)
+    s = small_settings(model={"n_components_max": 3, "covariance_types": ["full"]})
     outcomes = []
     for seed in range(30):
         candidate = train(as_rows(mixture_sample(1_000, seed=100 + seed)), s)
