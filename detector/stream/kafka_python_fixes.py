@@ -1,4 +1,4 @@
-"""Three fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
+"""Four fixes to kafka-python 3.0, applied once when ``detector.stream.clients`` is imported.
 
 Each replaces one method, is measured by a test in ``tests/unit/stream/test_kafka_python_fixes.py``
 that fails without it, does nothing when the method is missing (another kafka-python layout),
@@ -7,6 +7,7 @@ and replaces it only once (its replacement carries a marker it checks first).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -112,7 +113,49 @@ def finish_a_join_once_begun() -> None:
     ConsumerCoordinator.need_rejoin = need_rejoin
 
 
+def stop_reading_once_the_connection_is_closed() -> None:
+    """kafka-python 3.0's ``KafkaTCPTransport._read_from_sock`` hands the bytes it received
+    to ``self._protocol.data_received`` without checking that the transport still has a
+    protocol: a close from another thread (the client's own, while the broker goes away)
+    sets it to None between the read and the hand-over, and the IO loop logs
+    ``AttributeError: 'NoneType' object has no attribute 'data_received'`` with a
+    traceback (CI of 2026-12-07, the broker-lost test on Tansu). Bytes read on a
+    connection that is closing are meant for nobody: this drops them and stops reading,
+    as the loop's own ``not self._closed`` check would on its next turn."""
+    try:
+        import kafka.errors as errors
+        from kafka.net import transport
+    except ImportError:
+        return
+    original = getattr(transport.KafkaTCPTransport, "_read_from_sock", None)
+    if original is None or getattr(original, "_stops_when_closed", False):
+        return
+
+    async def _read_from_sock(self: Any) -> Any:
+        while self._read and not self._closed:
+            await self._net.wait_read(self._sock)
+            recvd_data, err = self._sock_recv()
+            if err:
+                return self.abort(error=err)
+            protocol = self._protocol
+            if protocol is None or self._closed:
+                return None  # closed meanwhile: nobody is left to read these bytes
+            self.last_read = time.monotonic()
+            sensors = getattr(protocol, "_sensors", None)
+            if sensors:
+                sensors.bytes_received.record(len(recvd_data))
+            try:
+                protocol.data_received(recvd_data)
+            except errors.KafkaProtocolError as e:
+                return self.abort(error=e)
+        return None
+
+    _read_from_sock._stops_when_closed = True  # type: ignore[attr-defined]
+    transport.KafkaTCPTransport._read_from_sock = _read_from_sock
+
+
 def apply() -> None:
     close_sockets_of_failed_connects()
     count_only_waiting_batches_as_unknown_leaders()
     finish_a_join_once_begun()
+    stop_reading_once_the_connection_is_closed()

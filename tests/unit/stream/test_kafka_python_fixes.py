@@ -1,5 +1,6 @@
 """kafka-python as the service runs it: failed connects give their sockets back, a
-producer whose topic vanished does not spin, and a join once begun is finished."""
+producer whose topic vanished does not spin, a join once begun is finished, and bytes
+read on a connection closed meanwhile are dropped without a traceback."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kafka.consumer.subscription_state import SubscriptionState
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.net.inet import create_connection
 from kafka.net.selector import NetworkSelector
+from kafka.net.transport import KafkaTCPTransport
 from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.structs import TopicPartition
 
@@ -123,3 +125,36 @@ def test_a_join_cut_off_by_a_poll_timeout_is_still_finished() -> None:
     # When the join has ended (rejoining off, the task taken), Then nothing is needed
     c.rejoining, c._join_task = False, None
     assert not c.need_rejoin()
+
+
+class _ClosingNet:
+    """The IO loop's side as the read sees it: while the read waits, another thread closes
+    the transport (``close()`` marks it closed, ``_close()`` drops its protocol)."""
+
+    def __init__(self) -> None:
+        self.transport: KafkaTCPTransport | None = None
+
+    async def wait_read(self, sock: socket.socket) -> None:
+        assert self.transport is not None
+        self.transport._closed = True
+        self.transport._protocol = None
+
+
+def test_bytes_read_on_a_connection_closed_meanwhile_are_dropped_quietly() -> None:
+    # Given a transport reading a socket with bytes waiting, whose connection another
+    # thread closes while the read waits
+    ours, broker_side = socket.socketpair()
+    ours.setblocking(False)
+    broker_side.sendall(b"a response nobody waits for")
+    net = _ClosingNet()
+    transport = KafkaTCPTransport(net, ours)
+    net.transport = transport
+    transport._read = True
+    # When the read task runs
+    reader = transport._read_from_sock()
+    # Then it ends without an error (the stock one raised AttributeError on the None
+    # protocol, and the IO loop logged it with a traceback)
+    with pytest.raises(StopIteration):
+        reader.send(None)
+    ours.close()
+    broker_side.close()
