@@ -46,18 +46,19 @@ pytestmark = pytest.mark.broker
 SIGNING_KEY = "registry-topic-test-key"
 
 
-def topic_settings(broker: LocalBroker, directory: Path, topic: str, **sections: Any) -> Settings:
+def topic_settings(broker: LocalBroker, directory: Path, **registry: Any) -> Settings:
+    """A test's settings on a registry topic of its own (4 KiB chunks, signed versions)."""
     return settings_for_test(
         broker.bootstrap_servers,
         directory,
         registry={
             "backend": "kafka",
-            "topic": topic,
+            "topic": f"models-{uuid.uuid4().hex[:8]}",
             "chunk_bytes": 4096,
             "signing_key": SIGNING_KEY,
             "sync_timeout_s": 20.0,
+            **registry,
         },
-        **sections,
     )
 
 
@@ -108,8 +109,8 @@ def test_versions_promotions_and_rollbacks_reach_a_fresh_mirror_and_a_forgery_is
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     # Given a trainer publishing to a registry topic in 4 KiB chunks, with a signing key
-    topic = f"models-{uuid.uuid4().hex[:8]}"
-    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    settings = topic_settings(broker, tmp_path / "trainer")
+    topic = settings.registry.topic
     # (a replica that starts before anything is published has no model, and no error)
     replica = mirror(settings, tmp_path / "replica")
     assert replica.current() is None
@@ -144,8 +145,7 @@ def test_the_cli_promotes_and_rolls_back_through_the_topic(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     # Given two versions published to a registry topic, v2 current
-    topic = f"models-{uuid.uuid4().hex[:8]}"
-    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    settings = topic_settings(broker, tmp_path / "trainer")
     v1 = publish(settings, seed=1)
     v2 = publish(settings, seed=2, shift=0.5)
     # When an operator on another machine (an empty directory) uses `detector models`
@@ -169,11 +169,8 @@ def test_pruned_versions_leave_the_topic_and_mirrors_stay_bounded(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     # Given a registry topic whose trainer keeps 2 versions
-    topic = f"models-{uuid.uuid4().hex[:8]}"
-    settings = topic_settings(broker, tmp_path / "trainer", topic)
-    settings = settings.model_copy(
-        update={"registry": settings.registry.model_copy(update={"keep_versions": 2})}
-    )
+    settings = topic_settings(broker, tmp_path / "trainer", keep_versions=2)
+    topic = settings.registry.topic
     # When three versions are published
     v1, v2, v3 = (publish(settings, seed=s) for s in (1, 2, 3))
     # Then the first one's records are tombstoned on the topic (compaction removes them)
@@ -195,15 +192,11 @@ def test_a_chunk_the_topic_refuses_names_the_setting_to_change(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     # Given a registry topic that takes messages of at most 2 KiB, and 8 KiB chunks
-    topic = f"models-{uuid.uuid4().hex[:8]}"
+    settings = topic_settings(broker, tmp_path / "trainer", chunk_bytes=8192)
     ensure_topics(
         broker.bootstrap_servers,
-        {topic: 1},
+        {settings.registry.topic: 1},
         topic_configs={"cleanup.policy": "compact", "max.message.bytes": "2048"},
-    )
-    settings = topic_settings(broker, tmp_path / "trainer", topic)
-    settings = settings.model_copy(
-        update={"registry": settings.registry.model_copy(update={"chunk_bytes": 8192})}
     )
     # When a version is published / Then the error names both limits to change
     with pytest.raises(RegistryError, match=r"registry\.chunk_bytes.*max\.message\.bytes"):
@@ -256,8 +249,8 @@ def test_three_replicas_without_a_shared_disk_follow_promotions_survive_a_kill_a
 ) -> None:
     # Given a model v1 on a registry topic and three `detector run` replicas in one group
     # over 6 partitions, each with its own empty registry directory (no shared disk)
-    topic = f"models-{uuid.uuid4().hex[:8]}"
-    settings = topic_settings(broker, tmp_path / "trainer", topic)
+    settings = topic_settings(broker, tmp_path / "trainer")
+    topic = settings.registry.topic
     k = settings.kafka
     broker.create_topics([k.input_topic], partitions=PARTITIONS)
     v1 = publish(settings, seed=1)
