@@ -290,12 +290,17 @@ class TopicRegistry(ModelRegistry):
         from detector.stream.clients import ensure_topics, make_producer, security_config
 
         if not self._topic_made:
-            ensure_topics(
-                str(self.kafka.bootstrap_servers),
-                {self.topic: 1},
-                topic_configs={"cleanup.policy": "compact"},
-                **security_config(self.kafka),
-            )
+            try:
+                ensure_topics(
+                    str(self.kafka.bootstrap_servers),
+                    {self.topic: 1},
+                    topic_configs={"cleanup.policy": "compact"},
+                    **security_config(self.kafka),
+                )
+            except KafkaError as exc:
+                # Without the Create ACL the broker refuses even for a topic that exists:
+                # use it as it is; if it is missing, the sends below say so.
+                log.info("registry topic %s not created here (%s)", self.topic, exc)
             self._topic_made = True
         limit = max(1_048_576, self.settings.chunk_bytes + RECORD_OVERHEAD_BYTES)
         producer = make_producer(self.kafka, max_request_size=limit)
