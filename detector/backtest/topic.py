@@ -33,13 +33,11 @@ def read_topic(
     to_ms: float | None = None,
     idle_s: float = IDLE_S,
 ) -> Stream:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    from detector.stream.clients import consumer_config
+    from detector.stream.clients import make_reader
 
-    conf = consumer_config(settings.kafka, group_id=None, enable_auto_commit=False)
-    conf.pop("group_id", None)
-    consumer = KafkaConsumer(**conf)
+    consumer = make_reader(settings.kafka)
     records: list[Any] = []
     try:
         parts = consumer.partitions_for_topic(topic)

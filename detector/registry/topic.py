@@ -118,14 +118,12 @@ class TopicRegistry(ModelRegistry):
         """The topic's reader, assigned from the beginning; None while the topic is missing."""
         if self._tps:
             return self._consumer
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
-        from detector.stream.clients import consumer_config
+        from detector.stream.clients import make_reader
 
         if self._consumer is None:
-            conf = consumer_config(self.kafka, group_id=None)
-            conf.pop("group_id", None)
-            self._consumer = KafkaConsumer(**conf)
+            self._consumer = make_reader(self.kafka)
         parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:  # no model published yet: nothing to follow, ask again next time
             return None

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from detector.settings import Settings
-from detector.stream.clients import consumer_config
+from detector.stream.clients import make_reader
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def read_window(settings: Settings, now_ms: float | None = None) -> AgedWindow:
     """
     cfg = settings.retrain
     now_ms = time.time() * 1000.0 if now_ms is None else now_ms
-    conf = consumer_config(settings.kafka, group_id=None, enable_auto_commit=False)
-    conf.pop("group_id", None)
-    consumer = KafkaConsumer(**conf)
+    consumer = make_reader(settings.kafka)
     window: deque[SampleRow] = deque(maxlen=cfg.window_max_samples)
     try:
         topic = settings.kafka.samples_topic

@@ -85,6 +85,14 @@ def make_consumer(cfg: KafkaSettings, **overrides: Any) -> KafkaConsumer:
     return KafkaConsumer(**consumer_config(cfg, **overrides))
 
 
+def make_reader(cfg: KafkaSettings) -> KafkaConsumer:
+    """A consumer outside any group, for reading a topic by assign + seek (no join, no
+    commits): the retrain window, the backtest's history, the registry topic."""
+    conf = consumer_config(cfg, group_id=None)
+    conf.pop("group_id", None)
+    return KafkaConsumer(**conf)
+
+
 def make_producer(cfg: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**producer_config(cfg, **overrides))
 
