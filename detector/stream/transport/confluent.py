@@ -190,28 +190,32 @@ class ConfluentFetcher:
             raise ConfluentError(f"poll failed: {exc}") from exc
         if not messages:
             return None
-        batch = RecordBatch([], [], [], [], [], [], {}, 0.0)
-        topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
-        timestamps, keys, values = batch.timestamps_ms, batch.keys, batch.values
-        for m in messages:
-            err = m.error()
-            if err is not None:
-                self._message_error(err)
-                continue
-            # (never None on a message without an error)
-            topic: str = m.topic()  # type: ignore[assignment]
-            partition: int = m.partition()  # type: ignore[assignment]
-            offset: int = m.offset()  # type: ignore[assignment]
-            topics.append(topic)
-            partitions.append(partition)
-            offsets.append(offset)
-            timestamps.append(m.timestamp()[1])
-            keys.append(m.key())
-            values.append(m.value())
-            # Messages of a partition arrive in offset order: the last one wins.
-            batch.next_offsets[TopicPartition(topic, partition)] = offset + 1
-        if not values:
-            return None
+        if any([m.error() is not None for m in messages]):
+            # Rare (end of partition is off; broker or topic errors): report each one and
+            # keep the records around them.
+            for m in messages:
+                err = m.error()
+                if err is not None:
+                    self._message_error(err)
+            messages = [m for m in messages if m.error() is None]
+            if not messages:
+                return None
+        # Whole columns at once: a per-message loop of appends cost more than librdkafka's
+        # own fetch at 150k events/s (measured with cProfile).
+        topics: list[str] = [m.topic() for m in messages]  # type: ignore[misc]
+        partitions: list[int] = [m.partition() for m in messages]  # type: ignore[misc]
+        offsets: list[int] = [m.offset() for m in messages]  # type: ignore[misc]
+        # Messages of a partition arrive in offset order: the last one wins.
+        last = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
+        batch = RecordBatch(
+            topics,
+            partitions,
+            offsets,
+            [m.timestamp()[1] for m in messages],
+            [m.key() for m in messages],
+            [m.value() for m in messages],
+            {TopicPartition(t, p): o + 1 for (t, p), o in last.items()},
+        )
         batch.fetch_seconds = time.perf_counter() - started
         return batch
 

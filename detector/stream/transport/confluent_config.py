@@ -13,6 +13,8 @@ MAX_MESSAGE_BYTES = 1_048_576
 # librdkafka reports broker and group state this often (statistics.interval.ms): what
 # /readyz reads between records.
 STATS_INTERVAL_MS = 1_000
+# How soon librdkafka fetches again once the loop has made room in its local queue.
+FETCH_QUEUE_BACKOFF_MS = 10
 
 
 def _security(cfg: KafkaSettings) -> dict[str, Any]:
@@ -75,6 +77,10 @@ def consumer_config(cfg: KafkaSettings) -> dict[str, Any]:
             "isolation.level": "read_uncommitted",
             "allow.auto.create.topics": True,
             "statistics.interval.ms": STATS_INTERVAL_MS,
+            # Once its local queue is full librdkafka stops fetching for this long
+            # (default 1000 ms); the loop drains a full queue in well under that and then
+            # waited: 120k events/s with the default, 150k with 10 ms (bench.transports).
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             **_security(cfg),
         }
     )
