@@ -91,7 +91,7 @@ def run_registry(settings: Settings, directory: Path | None) -> Iterator[ModelRe
 def train_first(settings: Settings, part: Stream) -> ModelBundle:
     """The first model, from the training part, as ``detector train`` would fit it."""
     rows = part.rows
-    windows = settings.features.temporal
+    windows = settings.features.temporal_plan
     if windows:
         from detector.features.temporal import augment_offline
 

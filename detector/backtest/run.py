@@ -298,10 +298,10 @@ class Backtest:
 
 def _temporal(scorer: Scorer, current: TemporalState | None, s: Settings) -> TemporalState | None:
     """As the service does on a model swap: same windows keep their history."""
-    windows = dict(scorer.spec.temporal)
+    windows = scorer.spec.temporal_plan
     if not windows:
         return None
-    if current is not None and current.windows == windows:
+    if current is not None and current.plan == windows:
         return current
     return TemporalState(windows, s.features.temporal_max_entities)
 

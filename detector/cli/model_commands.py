@@ -61,7 +61,7 @@ def train(
         )
         label = settings.training.label_column
         table = with_temporal(
-            read_table(data, settings, label, for_training=True), settings.features.temporal
+            read_table(data, settings, label, for_training=True), settings.features.temporal_plan
         )
         with progress_bar(not quiet, "BIC grid") as update:
             bundle = train_model(
@@ -144,7 +144,7 @@ def _score_file(
 
     settings = settings_for(config, model_dir=model_dir)
     scorer = _load_scorer(settings, version)
-    table = with_temporal(read_table(data, settings, label_column), dict(scorer.spec.temporal))
+    table = with_temporal(read_table(data, settings, label_column), scorer.spec.temporal_plan)
     return scorer, table, scorer.score(table.rows)
 
 

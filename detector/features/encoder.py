@@ -58,7 +58,7 @@ class FeatureEncoder:
             self._category_column.append({c: col + i for i, c in enumerate(cats)})
             col += len(cats)
         self.n_columns = col
-        temporal = set(derived_names(spec.temporal))
+        temporal = set(derived_names(spec.temporal_plan))
         self._pointwise = np.array([f not in temporal for f in spec.features], dtype=bool)
         self._pointwise_names = [f for f in spec.features if f not in temporal]
 

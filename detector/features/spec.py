@@ -15,7 +15,12 @@ import numpy as np
 from scipy.stats import skew
 
 from detector.errors import DataError
-from detector.features.temporal import derived_names
+from detector.features.temporal import (
+    DEFAULT_FORMS,
+    DEFAULT_HALFLIFE_EVENTS,
+    TemporalPlan,
+    derived_names,
+)
 from detector.settings import FeatureSettings
 
 
@@ -28,10 +33,29 @@ class FeatureSpec:
     log1p: frozenset[str] = frozenset()
     # Base feature -> window of its per-entity temporal features (their names are in numeric).
     temporal: Mapping[str, int] = field(default_factory=dict)
+    # Which temporal forms, and the baseline's half-life of the ``dev`` form.
+    temporal_forms: tuple[str, ...] = DEFAULT_FORMS
+    temporal_halflife_events: float = DEFAULT_HALFLIFE_EVENTS
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Bundles pickled before a field existed load with its default (format upgrades).
-        self.__dict__.update({"categorical": {}, "log1p": frozenset(), "temporal": {}, **state})
+        self.__dict__.update(
+            {
+                "categorical": {},
+                "log1p": frozenset(),
+                "temporal": {},
+                "temporal_forms": DEFAULT_FORMS,
+                "temporal_halflife_events": DEFAULT_HALFLIFE_EVENTS,
+                **state,
+            }
+        )
+
+    @property
+    def temporal_plan(self) -> TemporalPlan:
+        """What the temporal state must derive for this model (empty: no temporal features)."""
+        return TemporalPlan(
+            dict(self.temporal), tuple(self.temporal_forms), self.temporal_halflife_events
+        )
 
     def __post_init__(self) -> None:
         names = list(self.numeric) + list(self.categorical)
@@ -73,6 +97,8 @@ class FeatureSpec:
             "categorical": {k: list(v) for k, v in self.categorical.items()},
             "log1p": sorted(self.log1p),
             "temporal": dict(self.temporal),
+            "temporal_forms": list(self.temporal_forms),
+            "temporal_halflife_events": self.temporal_halflife_events,
         }
 
     @classmethod
@@ -82,6 +108,10 @@ class FeatureSpec:
             categorical={k: tuple(v) for k, v in data.get("categorical", {}).items()},
             log1p=frozenset(data.get("log1p", ())),
             temporal=dict(data.get("temporal", {})),
+            temporal_forms=tuple(data.get("temporal_forms", DEFAULT_FORMS)),
+            temporal_halflife_events=float(
+                data.get("temporal_halflife_events", DEFAULT_HALFLIFE_EVENTS)
+            ),
         )
 
 
@@ -116,10 +146,15 @@ def infer_spec(
     A column of mostly numbers with some text in it is refused, naming a few cells.
     """
     skip = set(exclude) | set(settings.exclude)
+    plan = settings.temporal_plan
+    # Read only for their temporal forms: the raw values are not features themselves.
+    raw_dropped = set() if settings.temporal_raw else set(plan.windows)
+    skip |= raw_dropped
     seen = _seen_columns(rows, skip)
-    temporal = derived_names(settings.temporal)
+    temporal = derived_names(plan)
     numeric = (
-        list(settings.numeric) + [t for t in temporal if t not in settings.numeric]
+        [f for f in settings.numeric if f not in raw_dropped]
+        + [t for t in temporal if t not in settings.numeric]
         if settings.numeric is not None
         else None
     )
@@ -183,8 +218,10 @@ def infer_spec(
     return FeatureSpec(
         numeric=tuple(numeric),
         categorical=cats,
-        log1p=frozenset(log1p),
-        temporal=dict(settings.temporal),
+        log1p=frozenset(log1p - raw_dropped),
+        temporal=dict(plan.windows),
+        temporal_forms=plan.forms,
+        temporal_halflife_events=plan.halflife_events,
     )
 
 
@@ -221,9 +258,7 @@ def describe_columns(
     in_rows = set(names)
     names += [n for n in spec.features if n not in names]
     names += [n for n in notes if n not in names]
-    derived = {
-        t: base for base in spec.temporal for t in derived_names({base: spec.temporal[base]})
-    }
+    plan = spec.temporal_plan
     declared_num = set(settings.numeric or ())
     declared_cat = set(settings.categorical or ())
     table = []
@@ -242,9 +277,9 @@ def describe_columns(
         }
         if name in spec.numeric:
             entry["type"] = "numeric"
-            if name in derived:
-                base = derived[name]
-                entry["why"] = f"temporal feature of {base} (last {spec.temporal[base]} events)"
+            how = plan.describe(name)
+            if how is not None:
+                entry["why"] = how
                 entry["missing_cells"] = None  # computed per entity, not read
             elif fixed:
                 entry["why"] = "numeric in the current model"
@@ -275,6 +310,8 @@ def describe_columns(
             entry["missing_cells"] = None
         elif name in exclude:
             entry["why"] = "label column"
+        elif name in spec.temporal:  # not in spec.numeric: its raw value was left out
+            entry["why"] = "read for its temporal features only (features.temporal_raw = false)"
         elif name in settings.exclude:
             entry["why"] = "listed in features.exclude"
         elif fixed:

@@ -1,11 +1,20 @@
 """Per-entity temporal features: what point-wise scoring cannot see.
 
-For each configured feature f with window N (``features.temporal``), three derived
-features are added to every event of an entity, from that entity's own recent events:
+For each configured feature f with window N (``features.temporal``), derived features are
+added to every event of an entity, from that entity's own recent events; which ones is
+``features.temporal_forms``:
 
 * ``f__diff``   the change since the entity's previous value,
 * ``f__meanN``  the mean of its last N values (this one included),
-* ``f__stdN``   their standard deviation.
+* ``f__stdN``   their standard deviation,
+* ``f__dev``    the value minus a slow baseline of the entity's own earlier values (an
+                exponentially weighted mean, half-life ``features.temporal_halflife_events``).
+
+``diff``, ``std`` and ``dev`` are level-invariant: a per-entity offset or a level shift of
+the whole fleet moves none of them for long (``dev`` for about its half-life), so with
+``features.temporal_raw = false`` (the raw value itself no longer a feature) such a change
+does not flood alerts, while a spike, a stuck sensor, a fast ramp or broken correlations
+between an entity's sensors still do.
 
 A sensor stuck at a plausible value has a rolling std of zero; a slow drift moves the
 rolling mean away from where the entity's other sensors say it should be, with N times less
@@ -21,25 +30,65 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+FORMS = ("diff", "mean", "std", "dev")
+DEFAULT_FORMS = ("diff", "mean", "std")
+DEFAULT_HALFLIFE_EVENTS = 30.0
 
-def derived_names(windows: Mapping[str, int]) -> list[str]:
-    names = []
-    for f, n in windows.items():
-        names += [f"{f}__diff", f"{f}__mean{n}", f"{f}__std{n}"]
-    return names
+
+@dataclass(frozen=True)
+class TemporalPlan:
+    """What to derive: feature -> window, which forms, the baseline's half-life in events."""
+
+    windows: Mapping[str, int] = field(default_factory=dict)
+    forms: tuple[str, ...] = DEFAULT_FORMS
+    halflife_events: float = DEFAULT_HALFLIFE_EVENTS
+
+    def __bool__(self) -> bool:
+        return bool(self.windows)
+
+    def names_of(self, f: str) -> list[str]:
+        n = self.windows[f]
+        spelled = {"diff": f"{f}__diff", "mean": f"{f}__mean{n}", "std": f"{f}__std{n}"}
+        spelled["dev"] = f"{f}__dev"
+        return [spelled[form] for form in self.forms]
+
+    def describe(self, name: str) -> str | None:
+        """How a derived column is computed, for the column table; None if not derived."""
+        for f in self.windows:
+            if name in self.names_of(f):
+                if name == f"{f}__dev":
+                    return f"temporal feature of {f} (minus its baseline, half-life {self.halflife_events:g} events)"
+                return f"temporal feature of {f} (last {self.windows[f]} events)"
+        return None
+
+
+def as_plan(plan: TemporalPlan | Mapping[str, int]) -> TemporalPlan:
+    """A plan from a plan or from windows alone (the default forms)."""
+    return plan if isinstance(plan, TemporalPlan) else TemporalPlan(dict(plan))
+
+
+def derived_names(plan: TemporalPlan | Mapping[str, int]) -> list[str]:
+    plan = as_plan(plan)
+    return [name for f in plan.windows for name in plan.names_of(f)]
 
 
 class TemporalState:
     """Recent values per entity, bounded: the least recently seen entities are evicted."""
 
-    def __init__(self, windows: Mapping[str, int], max_entities: int = 100_000) -> None:
-        self.windows = dict(windows)
+    def __init__(self, plan: TemporalPlan | Mapping[str, int], max_entities: int = 100_000) -> None:
+        self.plan = as_plan(plan)
+        self.windows = dict(self.plan.windows)
+        self._forms = set(self.plan.forms)
+        # Weight of a new value in the baseline: half of it is gone after halflife events.
+        self._alpha = 1.0 - 0.5 ** (1.0 / self.plan.halflife_events)
         self.max_entities = max_entities
         self._state: OrderedDict[str, dict[str, deque[float]]] = OrderedDict()
+        self._baseline: dict[str, dict[str, float]] = {}
         self.warmup_rows = 0
         self.evictions = 0  # entities forgotten to stay within max_entities (they warm up again)
 
@@ -49,6 +98,7 @@ class TemporalState:
     def reset(self) -> None:
         """Forget everything (after a rebalance): entities warm up again."""
         self._state.clear()
+        self._baseline.clear()
 
     def augment(
         self, entities: Sequence[str | None], rows: Sequence[Mapping[str, Any]]
@@ -84,11 +134,15 @@ class TemporalState:
         if state is None:
             state = {f: deque(maxlen=n) for f, n in self.windows.items()}
             self._state[key] = state
+            self._baseline[key] = {}
             if len(self._state) > self.max_entities:
-                self._state.popitem(last=False)  # O(1): the least recently seen entity
+                gone, _ = self._state.popitem(last=False)  # O(1): the least recently seen
+                self._baseline.pop(gone, None)
                 self.evictions += 1
         else:
             self._state.move_to_end(key)
+        baseline = self._baseline[key]
+        forms = self._forms
         warming = False
         for f, n in self.windows.items():
             buf = state[f]
@@ -98,16 +152,25 @@ class TemporalState:
                 and not isinstance(value, bool)
                 and math.isfinite(value)
             )
+            names = self.plan.names_of(f)
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
+                # The deviation is from the baseline of the values before this one.
+                before = baseline.get(f, float(value))  # type: ignore[arg-type]
+                baseline[f] = before + self._alpha * (float(value) - before)  # type: ignore[arg-type]
             if not ok or len(buf) < n:
                 warming = True
-                derived[f"{f}__diff"] = derived[f"{f}__mean{n}"] = derived[f"{f}__std{n}"] = None
+                derived.update(dict.fromkeys(names))
                 continue
             values = np.fromiter(buf, dtype=np.float64, count=n)
-            derived[f"{f}__diff"] = float(values[-1] - values[-2]) if n > 1 else 0.0
-            derived[f"{f}__mean{n}"] = float(values.mean())
-            derived[f"{f}__std{n}"] = float(values.std())
+            if "diff" in forms:
+                derived[f"{f}__diff"] = float(values[-1] - values[-2]) if n > 1 else 0.0
+            if "mean" in forms:
+                derived[f"{f}__mean{n}"] = float(values.mean())
+            if "std" in forms:
+                derived[f"{f}__std{n}"] = float(values.std())
+            if "dev" in forms:
+                derived[f"{f}__dev"] = float(values[-1] - before)
         if warming:
             self.warmup_rows += 1
         return derived
@@ -117,7 +180,7 @@ def augment_offline(
     rows: Sequence[Mapping[str, Any]],
     entities: Sequence[str | None] | None,
     times: Sequence[Any] | None,
-    windows: Mapping[str, int],
+    windows: TemporalPlan | Mapping[str, int],
 ) -> tuple[list[dict[str, Any]], int]:
     """Derived features for a file: per entity in time order, returned in the file's order.
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from detector.errors import BadEventError, DataError
 from detector.events import EventParser
+from detector.features.temporal import TemporalPlan
 from detector.settings import FeatureSettings, Settings
 
 # Cells that mean "no value" in CSV files written by spreadsheets, pandas, R and databases
@@ -328,7 +329,7 @@ def _read_jsonl(path: Path, settings: Settings, label_column: str | None) -> Tab
     return table
 
 
-def with_temporal(table: Table, windows: dict[str, int]) -> Table:
+def with_temporal(table: Table, windows: TemporalPlan) -> Table:
     """The table with per-entity temporal features added (no-op without windows).
 
     Without an entity column the whole file is one series (one sensor, one machine), as

@@ -6,7 +6,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from detector.features.temporal import DEFAULT_HALFLIFE_EVENTS, TemporalPlan
 from detector.settings.base import Section
+
+TemporalForm = Literal["diff", "mean", "std", "dev"]
+
+
+def _default_forms() -> list[TemporalForm]:
+    return ["diff", "mean", "std"]
 
 
 class FeatureSettings(Section):
@@ -18,6 +25,19 @@ class FeatureSettings(Section):
             if not 2 <= n <= 10_000:
                 raise ValueError(f"temporal.{name} = {n}: a window must be 2..10000 events")
         return self
+
+    @model_validator(mode="after")
+    def _forms_distinct(self) -> FeatureSettings:
+        if len(set(self.temporal_forms)) != len(self.temporal_forms):
+            raise ValueError(f"temporal_forms = {self.temporal_forms}: a form is listed twice")
+        return self
+
+    @property
+    def temporal_plan(self) -> TemporalPlan:
+        """The temporal features training derives (empty when features.temporal is)."""
+        return TemporalPlan(
+            dict(self.temporal), tuple(self.temporal_forms), self.temporal_halflife_events
+        )
 
     numeric: list[str] | None = Field(
         None, description="Numeric features in order; inferred from the training data when unset."
@@ -39,6 +59,21 @@ class FeatureSettings(Section):
     temporal: dict[str, int] = Field(
         default_factory=dict,
         description="Per-entity temporal features: feature -> window N adds f__diff, f__meanN, f__stdN from the entity's last N events (needs entity and time columns in training data); empty = off.",
+    )
+    temporal_forms: list[TemporalForm] = Field(
+        default_factory=_default_forms,
+        min_length=1,
+        description="Which temporal features each feature in features.temporal gets: diff (change since the entity's previous value), mean / std (of its last N values), dev (value minus the entity's slow baseline, see temporal_halflife_events). diff, std and dev are level-invariant.",
+    )
+    temporal_halflife_events: float = Field(
+        DEFAULT_HALFLIFE_EVENTS,
+        ge=1.0,
+        le=1_000_000.0,
+        description="Half-life, in the entity's events, of the baseline the dev form subtracts (an exponentially weighted mean): how fast a level shift stops counting as a deviation.",
+    )
+    temporal_raw: bool = Field(
+        True,
+        description="Keep the raw value of each feature in features.temporal as a feature too. false: only its temporal forms are features, so with level-invariant forms (diff, std, dev) a per-entity offset or a level shift of the fleet does not flood alerts.",
     )
     temporal_max_entities: int = Field(
         100_000,

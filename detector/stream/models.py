@@ -86,10 +86,10 @@ class ModelFollower:
         if old:
             self.metrics.model_info.remove(old)
         self.metrics.model_info.labels(scorer.version).set(1)
-        windows = dict(scorer.spec.temporal)
+        windows = scorer.spec.temporal_plan
         if not windows:
             self.temporal = None
-        elif self.temporal is None or self.temporal.windows != windows:
+        elif self.temporal is None or self.temporal.plan != windows:
             self.temporal = TemporalState(windows, self.settings.features.temporal_max_entities)
         self.metrics.model_loaded_at.set_to_current_time()
         self.health.model_version = scorer.version
