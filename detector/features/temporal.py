@@ -38,6 +38,8 @@ import numpy as np
 FORMS = ("diff", "mean", "std", "dev")
 DEFAULT_FORMS = ("diff", "mean", "std")
 DEFAULT_HALFLIFE_EVENTS = 30.0
+# A warm baseline moves by at most this many typical deviations per event (see _follow).
+CLIP_SCALES = 4.0
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,7 @@ class TemporalState:
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
                 # The deviation is from the baseline of the values before this one.
-                before = baseline.get(f, float(value))  # type: ignore[arg-type]
-                baseline[f] = before + self._alpha * (float(value) - before)  # type: ignore[arg-type]
+                before = self._follow(baseline, f, float(value), warm=len(buf) >= n)  # type: ignore[arg-type]
             if not ok or len(buf) < n:
                 warming = True
                 derived.update(dict.fromkeys(names))
@@ -174,6 +175,28 @@ class TemporalState:
         if warming:
             self.warmup_rows += 1
         return derived
+
+
+    def _follow(self, baseline: dict[str, float], f: str, value: float, warm: bool) -> float:
+        """Move f's baseline towards ``value``; return the baseline before the move.
+
+        A robust (clipped) exponentially weighted mean: once warm, a step moves the level
+        by at most CLIP_SCALES times the typical deviation, so a short fault barely
+        shifts the baseline and its end is not followed by a long echo of false alerts.
+        A lasting level shift still gets absorbed: every clipped step also widens the
+        typical deviation, so the bound grows until the level catches up.
+        """
+        level = baseline.get(f)
+        if level is None:
+            baseline[f], baseline[f + "\0scale"] = value, 0.0
+            return value
+        scale = baseline[f + "\0scale"]
+        d = value - level
+        bound = CLIP_SCALES * scale if warm and scale > 0.0 else math.inf
+        c = min(max(d, -bound), bound)
+        baseline[f] = level + self._alpha * c
+        baseline[f + "\0scale"] = scale + self._alpha * (abs(c) - scale)
+        return level
 
 
 def augment_offline(

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.demo.fleet import FEATURES, FLOW, PRES, FleetSpec, simulate
-from detector.features.temporal import TemporalState, augment_offline
+from detector.features.temporal import FORMS, TemporalPlan, TemporalState, augment_offline
 from detector.model.scorer import Scorer
 from detector.model.train import train
 from tests.unit.conftest import small_settings
@@ -27,7 +27,7 @@ def test_training_and_streaming_compute_the_same_values(events, batch_size) -> N
     # Given events of three entities, interleaved, in arrival (= time) order
     rows = [{"x": v} for _, v in events]
     entities = [e for e, _ in events]
-    windows = {"x": 3}
+    windows = TemporalPlan({"x": 3}, FORMS, halflife_events=4.0)
     # When the offline path sorts per entity by time, and the stream sees them in batches
     offline, _ = augment_offline(rows, entities, list(range(len(rows))), windows)
     state = TemporalState(windows)
@@ -104,3 +104,48 @@ def test_stuck_sensor_and_slow_drift_are_caught_with_temporal_features_and_misse
     assert stuck_pw < 0.2 and drift_pw < 0.25, recall
     assert stuck_t > 0.8 and drift_t > 0.7, recall
     assert false_t < 0.02, recall
+
+
+def test_the_baseline_absorbs_a_lasting_shift_but_barely_follows_a_short_fault() -> None:
+    # Given one sensor with noise 0.5 around 40, the dev form with a 30-event half-life
+    rng = np.random.default_rng(3)
+    state = TemporalState(TemporalPlan({"t": 10}, ("dev",), halflife_events=30.0))
+    noise = rng.normal(0, 0.5, 2_000)
+    level = np.full(2_000, 40.0)
+    level[400:420] += 25.0  # a 20-event fault, 50 noise sigmas high
+    level[1_000:] += 2.5  # then a lasting shift of the level, 5 sigmas
+    devs = [r["t__dev"] for r in state.augment(["a"] * 2_000, [{"t": v} for v in level + noise])]
+    # Then during the fault the deviation is the fault's size...
+    assert min(devs[400:420]) > 20.0
+    # ...after it the baseline has not followed it: no long echo of deviations
+    assert max(abs(d) for d in devs[425:450]) < 2.0
+    # ...the shift shows at first, then is absorbed within a few half-lives
+    assert devs[1_000] > 1.5
+    assert np.mean(np.abs(devs[1_150:1_400])) < 0.6
+
+
+def test_dev_form_spec_leaves_the_raw_level_out_and_survives_the_bundle() -> None:
+    from detector.features.spec import FeatureSpec, describe_columns, infer_spec
+
+    # Given settings asking for level-invariant forms only
+    s = small_settings(
+        features={
+            "temporal": {"t": 5},
+            "temporal_forms": ["diff", "dev"],
+            "temporal_raw": False,
+            "temporal_halflife_events": 12.0,
+        }
+    )
+    rows = [{"t": float(i), "u": 1.0 + i % 3, "t__diff": 1.0, "t__dev": 0.5} for i in range(60)]
+    # When the spec is inferred
+    spec = infer_spec(rows, s.features)
+    # Then the raw t is not a feature, its forms are, and the plan round-trips
+    assert set(spec.numeric) == {"u", "t__diff", "t__dev"} and "t" not in spec.features
+    again = FeatureSpec.from_dict(spec.to_dict())
+    assert again.temporal_plan == spec.temporal_plan
+    assert again.temporal_plan.forms == ("diff", "dev")
+    assert again.temporal_plan.halflife_events == 12.0
+    # ...and training's column table says why t is not a feature
+    table = {c["column"]: c for c in describe_columns(spec, rows, s.features)}
+    assert table["t"]["why"].startswith("read for its temporal features only")
+    assert "half-life 12 events" in table["t__dev"]["why"]
