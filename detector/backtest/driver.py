@@ -24,6 +24,7 @@ from detector.errors import DataError
 from detector.model.bundle import ModelBundle
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
+from detector.retrain.pace import pace
 from detector.settings import Settings
 
 # Without --model, --train-rows or --train-until: the first 30% of the rows train.
@@ -162,4 +163,6 @@ def run_backtest(
         "retrain_min_samples": settings.retrain.min_samples,
         "alert_cooldown_s": settings.service.alert_cooldown_s,
     }
+    span_s = summary["stream"]["span_s"]
+    summary["pace"] = pace(len(streamed) / span_s if span_s > 0 else 0.0, settings).to_dict()
     return Result(summary, replay, streamed, first)

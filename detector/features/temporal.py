@@ -176,7 +176,6 @@ class TemporalState:
             self.warmup_rows += 1
         return derived
 
-
     def _follow(self, baseline: dict[str, float], f: str, value: float, warm: bool) -> float:
         """Move f's baseline towards ``value``; return the baseline before the move.
 
