@@ -209,7 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{100 * r['recall_warning']:.1f}% | {100 * r['recall_critical']:.1f}% | {r['fit_s']:.1f} | {r['score_rows_per_s']:,.0f} |"
             )
         lines.append("")
-    backtests = [ds["backtest"] for ds in report["datasets"] if ds.get("backtest")]
+    backtests = [b for ds in report["datasets"] for b in ds.get("backtest") or []]
     backtests += report.get("synthetic_backtest") or []
     if backtests:
         from bench.backtest_quality import markdown as backtest_markdown
