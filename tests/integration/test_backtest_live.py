@@ -67,8 +67,17 @@ def essentials(alert: dict[str, object]) -> tuple[object, ...]:
     )
 
 
+# The level-invariant temporal forms (issue 20): per-entity state both ways.
+LEVEL_INVARIANT = {
+    "DETECTOR_FEATURES__TEMPORAL": orjson.dumps(dict.fromkeys(FEATURES, 10)).decode(),
+    "DETECTOR_FEATURES__TEMPORAL_FORMS": '["diff", "std", "dev"]',
+    "DETECTOR_FEATURES__TEMPORAL_RAW": "false",
+}
+
+
+@pytest.mark.parametrize("features", [{}, LEVEL_INVARIANT], ids=["raw", "level_invariant"])
 def test_backtest_alerts_equal_the_live_services_for_the_same_events(
-    broker: LocalBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path, features: dict[str, str]
 ) -> None:
     # Given a trained model and a labelled test file, its anomalies in bursts per entity
     base_ms = int(time.time() * 1000) - 3_600_000
@@ -96,6 +105,7 @@ def test_backtest_alerts_equal_the_live_services_for_the_same_events(
         "DETECTOR_SERVICE__ALERT_COOLDOWN_S": "5",
         "DETECTOR_TRAINING__N_JOBS": "1",
         "DETECTOR_MODEL__N_COMPONENTS_MAX": "3",
+        **features,
     }
     trained = detector(env, "train", str(tmp_path / "train.csv"), "--label-column", "label")
     assert trained.returncode == 0, trained.stderr
