@@ -22,7 +22,6 @@ from detector.backtest.run import Backtest, Plan, Progress, Replay
 from detector.backtest.source import Stream
 from detector.errors import DataError
 from detector.model.bundle import ModelBundle
-from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.retrain.pace import pace
 from detector.settings import Settings
@@ -91,13 +90,16 @@ def run_registry(settings: Settings, directory: Path | None) -> Iterator[ModelRe
 
 def train_first(settings: Settings, part: Stream) -> ModelBundle:
     """The first model, from the training part, as ``detector train`` would fit it."""
-    rows = part.rows
-    windows = settings.features.temporal_plan
-    if windows:
-        from detector.features.temporal import augment_offline
+    from detector.model.choose import train_table
 
-        rows, _ = augment_offline(rows, part.entities, part.times_ms.tolist(), windows)
-    return train(rows, settings, labels=part.labels, column_notes=part.notes)
+    return train_table(
+        part.rows,
+        part.entities,
+        part.times_ms.tolist(),
+        settings,
+        labels=part.labels,
+        column_notes=part.notes,
+    )
 
 
 def copy_version(source: ModelRegistry, version: str | None, target: ModelRegistry) -> str:

@@ -48,8 +48,8 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train on normal data (BIC search, calibrated thresholds) and publish a model version."""
-    from detector.io.tables import read_table, with_temporal
-    from detector.model.train import train as train_model
+    from detector.io.tables import read_table
+    from detector.model.choose import train_table
     from detector.registry.topic import open_registry
 
     with _errors():
@@ -60,12 +60,12 @@ def train(
             features__decimal=decimal,
         )
         label = settings.training.label_column
-        table = with_temporal(
-            read_table(data, settings, label, for_training=True), settings.features.temporal_plan
-        )
+        table = read_table(data, settings, label, for_training=True)
         with progress_bar(not quiet, "BIC grid") as update:
-            bundle = train_model(
+            bundle = train_table(
                 table.rows,
+                table.entities,
+                table.times,
                 settings,
                 labels=table.labels,
                 progress=update,
@@ -88,6 +88,11 @@ def train(
         out.print(
             f"  {name}: log-likelihood < {t['log_likelihood']:.3f} ({t['percentile']}% of normal)"
         )
+    choice = s.get("temporal_choice")
+    if choice:
+        from detector.model.choose import describe_choice
+
+        out.print(f"temporal features (features.temporal_auto): {describe_choice(choice)}")
 
 
 # Headers of the column table; stable, like the summary keys they show.

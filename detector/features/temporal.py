@@ -211,7 +211,8 @@ def augment_offline(
     n = len(rows)
     ents: Sequence[str | None] = entities if entities is not None else [None] * n
     order = sorted(
-        range(n), key=lambda i: (str(ents[i]), _sortable(times[i]) if times is not None else 0.0)
+        range(n),
+        key=lambda i: (str(ents[i]), sortable_time(times[i]) if times is not None else 0.0),
     )
     state = TemporalState(windows, max_entities=max(1, len(set(ents))))
     augmented = state.augment([ents[i] for i in order], [rows[i] for i in order])
@@ -221,7 +222,7 @@ def augment_offline(
     return out, state.warmup_rows
 
 
-def _sortable(t: Any) -> float:
+def sortable_time(t: Any) -> float:
     if t is None or t == "":
         return math.inf
     if isinstance(t, int | float):

@@ -85,6 +85,24 @@ def pct(v: float | None) -> str:
 
 
 # -- model card ---------------------------------------------------------------------------
+def _temporal_line(bundle: ModelBundle) -> str:
+    """The temporal forms the model reads, and how they were chosen (features.temporal_auto)."""
+    plan = bundle.spec.temporal_plan
+    line = (
+        f"{', '.join(plan.forms)} of {', '.join(plan.windows)} (window "
+        f"{', '.join(sorted({str(n) for n in plan.windows.values()}))}; dev half-life "
+        f"{plan.halflife_events:g} events)"
+        if plan
+        else "none"
+    )
+    choice = bundle.summary.get("temporal_choice")
+    if choice:
+        from detector.model.choose import describe_choice
+
+        line += f"; chosen by validation: {describe_choice(choice)}"
+    return line
+
+
 def model_card_sections(bundle: ModelBundle) -> list[tuple[str, str]]:
     s = bundle.summary
     chosen = s["chosen"]
@@ -100,6 +118,7 @@ def model_card_sections(bundle: ModelBundle) -> list[tuple[str, str]]:
                 f"{len(bundle.spec.numeric)} numeric, {len(bundle.spec.categorical)} categorical ({len(bundle.spec.columns)} encoded columns)",
             ],
             ["log1p features", ", ".join(sorted(bundle.spec.log1p)) or "-"],
+            ["temporal features", _temporal_line(bundle)],
             [
                 "rows",
                 f"{rows['fit']:,} fit, {rows['calibration']:,} calibration, {rows['bic_subsample']:,} in the BIC search; "

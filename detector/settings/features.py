@@ -75,6 +75,10 @@ class FeatureSettings(Section):
         True,
         description="Keep the raw value of each feature in features.temporal as a feature too. false: only its temporal forms are features, so with level-invariant forms (diff, std, dev) a per-entity offset or a level shift of the fleet does not flood alerts.",
     )
+    temporal_auto: bool = Field(
+        False,
+        description="Let training choose between the features as configured and level-invariant forms of every numeric feature (diff, std, dev, window 10, raw level left out) by validation on its own newest 20% of rows and, with 4+ entities, a quarter of the entities held out: the level-invariant forms win only when the configured features alert on that held-out normal data at over twice the target (and 3 standard errors) and they alert less. The choice and its figures are in the model card. Needs a time column.",
+    )
     temporal_max_entities: int = Field(
         100_000,
         ge=1,
