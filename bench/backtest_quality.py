@@ -59,7 +59,7 @@ def level_invariant(settings: Settings, numeric: list[str]) -> Settings:
 def paced(settings: Settings, stream: Stream) -> Settings:
     """drift.sample_rate raised to what fills the retrain window in its age (retrain.pace)."""
     span_s = float(stream.times_ms[-1] - stream.times_ms[0]) / 1000.0
-    p = pace(len(stream) / span_s if span_s > 0 else 0.0, settings)
+    p = pace(len(stream) / span_s if span_s > 0 else 0.0, settings, span_s)
     rate = max(settings.drift.sample_rate, p.filling_sample_rate)
     return settings.model_copy(
         update={"drift": settings.drift.model_copy(update={"sample_rate": rate})}

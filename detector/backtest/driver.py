@@ -166,5 +166,6 @@ def run_backtest(
         "alert_cooldown_s": settings.service.alert_cooldown_s,
     }
     span_s = summary["stream"]["span_s"]
-    summary["pace"] = pace(len(streamed) / span_s if span_s > 0 else 0.0, settings).to_dict()
+    rate = len(streamed) / span_s if span_s > 0 else 0.0
+    summary["pace"] = pace(rate, settings, span_s).to_dict()
     return Result(summary, replay, streamed, first)

@@ -5,7 +5,9 @@
 2. Refuse windows unfit to learn from: too few rows, more than ``max_alerted_fraction``
    alerted under the model of the day (a fault, not an operating point), or a constant
    feature. The current model stays.
-3. Split by event time: the newest ``holdout_fraction`` validates, the rest trains.
+3. Split by event time: the newest ``holdout_fraction`` validates, the rest trains; the
+   alerted rows of a machine alerting far more than the others are in neither
+   (``detector.retrain.faulty``: its lasting fault must not become normal).
 4. Fit with the same code as ``detector train`` (BIC grid, calibration split,
    thresholds), then trim: rows whose log-likelihood under that first fit falls below
    Tukey's far-out fence (Q1 - 3 IQR of the log-likelihoods) are taken as anomalies
@@ -43,6 +45,7 @@ from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.registry.topic import open_registry
+from detector.retrain.faulty import faulty_entities, without_faults
 from detector.retrain.window import SampleRow, read_window
 from detector.settings import Settings
 
@@ -350,15 +353,22 @@ def _run(
         message = str(exc) + (f" ({', '.join(left_out)} left out)" if left_out else "")
         return RetrainOutcome("refused", reason=message, figures=figures)
     n_hold = max(1, round(len(rows) * settings.retrain.holdout_fraction))
-    fit_rows = [r.values for r in rows[:-n_hold]]
-    holdout = [r.values for r in rows[-n_hold:]]
     figures["alerted_fraction"] = sum(r.alerted for r in rows) / len(rows)
+    faulty = faulty_entities(rows)
+    figures["faulty_entities"] = sorted(faulty)
+    fit_part, hold_part = (
+        without_faults(rows[:-n_hold], faulty),
+        without_faults(rows[-n_hold:], faulty),
+    )
+    figures["faulty_rows_left_out"] = len(rows) - len(fit_part) - len(hold_part)
+    fit_rows = [r.values for r in fit_part]
+    holdout = [r.values for r in hold_part]
     try:
         candidate, _, trimmed = fit_robust(fit_rows, run_settings)
     except DetectorError as exc:
         return RetrainOutcome("failed", reason=f"training failed: {exc}", figures=figures)
     figures["trimmed_rows"] = trimmed
-    entities = [r.entity for r in rows[-n_hold:]]
+    entities = [r.entity for r in hold_part]
     ok, reason, validation = validate(candidate, current, holdout, run_settings, entities)
     figures["validation"] = validation
     candidate.summary["validation"] = {"passed": ok, "reason": reason, **validation}

@@ -44,15 +44,19 @@ class Pace:
         return (
             f"at {self.events_per_s:.3g} events/s, drift.sample_rate = {self.sample_rate:g} "
             f"puts about {self.samples_per_window:.0f} samples in a retrain window "
-            f"(retrain.window_max_age_s), under retrain.min_samples = "
+            f"(retrain.window_max_age_s, or the recording if shorter), under retrain.min_samples = "
             f"{self.min_samples_needed:.0f}: retraining never fires. Set drift.sample_rate "
             f">= {self.min_sample_rate:.3g} ({self.filling_sample_rate:.3g} fills "
             "retrain.window_max_samples)"
         )
 
 
-def pace(events_per_s: float, settings: Settings) -> Pace:
+def pace(events_per_s: float, settings: Settings, span_s: float | None = None) -> Pace:
+    """At ``events_per_s``; ``span_s``: a recording shorter than the window's age (a
+    backtest) fills at most that much of it."""
     age_s = settings.retrain.window_max_age_s
+    if span_s is not None:
+        age_s = min(age_s, max(span_s, 0.0))
     in_window = max(events_per_s, 0.0) * age_s
     rate = settings.drift.sample_rate
 

@@ -155,3 +155,35 @@ def test_without_a_time_column_rows_are_a_second_apart_in_file_order(tmp_path: P
     assert stream.time_column is None
     assert np.diff(stream.times_ms).tolist() == [1000, 1000]
     assert [r["x"] for r in stream.rows] == [3.0, 1.0, 2.0]
+
+
+def test_retraining_does_not_learn_a_lasting_fault_of_one_machine(tmp_path: Path) -> None:
+    # Given four machines, one of which breaks the coupling of a and b from step 700 to the
+    # end (a fault, labelled), retrained hourly and on drift from every sample
+    rng = np.random.default_rng(5)
+    t0 = parse_time_ms(START, "ts")
+    data = tmp_path / "lasting.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "entity", "a", "b", "label"])
+        for s in range(1500):
+            for e in ("p-1", "p-2", "p-3", "p-4"):
+                a, b = rng.normal(0, 1, 2)
+                fault = e == "p-4" and s >= 700
+                b = b + (6.0 if fault else 0.5 * a)
+                w.writerow([format_time_ms(t0 + 1000.0 * STEP_S * s), e, a, b, int(fault)])
+    settings = small_settings()
+    stream = read_stream(data, settings, "label")
+    plan = Plan(batch_rows=100, topic="events", retrain_every_s=3600.0, retrain_on_drift=True)
+    # When it is backtested
+    result = run_backtest(stream, settings, plan, split=Split(rows=1200), windows=5)
+    s = result.summary
+    # Then models were retrained during the fault, and yet the fault is alerted to the end:
+    # its rows never became normal to a promoted model
+    fault_ms = t0 + 1000.0 * STEP_S * 700
+    assert any(
+        r["outcome"] == "promoted" and r["event_time_ms"] > fault_ms + 3_600_000
+        for r in s["retrains"]
+    ), s["retrains"]
+    recalls = [w["recall_warning"] for w in s["windows"] if w["recall_warning"] is not None]
+    assert min(recalls) >= 0.95, recalls

@@ -1,0 +1,46 @@
+"""A machine's lasting fault must not become normal: its alerted samples are not learnt.
+
+A retraining window mixes machines. When one of them has been alerting far more than the
+others (a fault of that machine, not an operating point of the fleet), fitting on its
+alerted rows teaches the candidate the fault: the next model no longer alerts on it, and
+retrain by retrain the fault becomes normal (measured in
+``tests/unit/backtest/test_run.py``: recall of a lasting one-machine fault fell from 67% to
+2% after the first promotion). The window-wide ``retrain.max_alerted_fraction`` rule
+cannot see this: one machine of four alerting all the time is a quarter of the window.
+
+So an entity whose alerted share of its window rows is above ``FAULTY_SHARE_MIN`` and
+``FAULTY_RATIO`` times the median entity's is taken as faulty, and its alerted rows are
+left out of both the fit and the gate's holdout (the gate checks the candidate's
+calibration on normal data). When more than half the entities qualify the alerting is
+fleet-wide, an operating point to learn (or a window the alerted-fraction rule refuses),
+and nothing is left out. A single series has no others to compare with: unchanged.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from detector.retrain.window import SampleRow
+
+FAULTY_SHARE_MIN = 0.1
+FAULTY_RATIO = 3.0
+
+
+def faulty_entities(rows: list[SampleRow]) -> set[str]:
+    flags: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        flags[r.entity or ""].append(r.alerted)
+    if len(flags) < 2:
+        return set()
+    shares = {e: sum(f) / len(f) for e, f in flags.items()}
+    typical = statistics.median(shares.values())
+    faulty = {
+        e for e, share in shares.items() if share > max(FAULTY_SHARE_MIN, FAULTY_RATIO * typical)
+    }
+    return faulty if len(faulty) <= len(shares) / 2 else set()
+
+
+def without_faults(rows: list[SampleRow], faulty: set[str]) -> list[SampleRow]:
+    """``rows`` without the alerted rows of ``faulty`` entities, in order."""
+    return [r for r in rows if not (r.alerted and (r.entity or "") in faulty)]
