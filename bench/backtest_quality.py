@@ -151,10 +151,12 @@ def _why(retrain: dict[str, Any]) -> str:
 def run_shared(folder: Path, settings: Settings, bundle: ModelBundle) -> list[dict[str, Any]]:
     """Defaults, the paced sampling rate, and (for a time series) the level-invariant forms."""
     stream = read_stream(folder / "test.csv", settings, "label")
-    out = [compare(folder.name, stream, bundle, settings)]
     rate = paced(settings, stream)
+    out = [
+        compare(folder.name, stream, bundle, settings),
+        compare(f"{folder.name}, paced", stream, bundle, rate),
+    ]
     if stream.time_column is None:  # tabular: no series for temporal forms
-        out.append(compare(f"{folder.name}, paced", stream, bundle, rate))
         return out
     numeric = [f for f in bundle.spec.numeric if f not in bundle.spec.temporal_plan.windows]
     inv = level_invariant(rate, numeric)

@@ -331,12 +331,13 @@ def _run(
             }
         )
     run_settings = settings.model_copy(update={"features": features})
-    names = (
-        tuple(current.spec.features)
-        if current is not None
-        else tuple(rows[0].values)
-        if rows
-        else ()
+    # A feature already constant in the current model's training (a field that is always 0
+    # in network records) is no stuck sensor: only those that varied are checked.
+    reference = current.summary.get("reference", {}) if current is not None else {}
+    names = tuple(
+        n
+        for n in (current.spec.features if current is not None else rows[0].values if rows else ())
+        if reference.get(n, {}).get("min", 0.0) != reference.get(n, {}).get("max", 1.0)
     )
     try:
         check_window(rows, run_settings, names)

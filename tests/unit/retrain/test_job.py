@@ -57,6 +57,20 @@ def test_a_constant_feature_is_refused(tmp_path: Path) -> None:
     assert "'c'" in (out.reason or "")
 
 
+def test_a_feature_constant_since_training_is_no_stuck_sensor(tmp_path: Path) -> None:
+    # Given a model trained where feature c was always 4.2 (a field that never varies)
+    s = settings(tmp_path)
+    x = mixture_sample(2000, seed=4)
+    x[:, 2] = 4.2
+    ModelRegistry(s.registry).publish(train(as_rows(x), s))
+    # When the window has it constant too
+    y = mixture_sample(2000, seed=5)
+    y[:, 2] = 4.2
+    out = retrain_once(s, window=window(y))
+    # Then that is not refused as a stuck sensor
+    assert out.figures.get("refusal") != "constant_feature", out.reason
+
+
 def test_a_second_retrainer_stands_aside_while_the_lock_is_held(tmp_path: Path) -> None:
     s = settings(tmp_path)
     with retrain_lock(Path(s.registry.path)) as first:
