@@ -21,6 +21,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+import numpy as np
+
+from detector.model.bundle import ModelBundle
 from detector.retrain.window import SampleRow
 
 FAULTY_SHARE_MIN = 0.1
@@ -44,3 +47,20 @@ def faulty_entities(rows: list[SampleRow]) -> set[str]:
 def without_faults(rows: list[SampleRow], faulty: set[str]) -> list[SampleRow]:
     """``rows`` without the alerted rows of ``faulty`` entities, in order."""
     return [r for r in rows if not (r.alerted and (r.entity or "") in faulty)]
+
+
+# A window-wide constant is a stuck sensor unless the feature held that value in at least
+# this share of the current model's calibration rows (a counter that is nearly always 0).
+USUAL_VALUE_SHARE = 0.99
+
+
+def usual_value(bundle: ModelBundle, name: str, value: float) -> bool:
+    """Whether ``value`` is what ``name`` nearly always was in ``bundle``'s calibration rows."""
+    spec = bundle.spec
+    if name not in spec.numeric or bundle.calibration_rows.size == 0:
+        return False
+    j = spec.numeric.index(name)
+    raw = float(np.log1p(value)) if name in spec.log1p else float(value)
+    z = (raw - float(bundle.scaler.mean_[j])) / float(bundle.scaler.scale_[j])
+    share = float(np.isclose(bundle.calibration_rows[:, j], z, rtol=0.0, atol=1e-9).mean())
+    return share >= USUAL_VALUE_SHARE

@@ -45,7 +45,7 @@ from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.registry.topic import open_registry
-from detector.retrain.faulty import faulty_entities, without_faults
+from detector.retrain.faulty import faulty_entities, usual_value, without_faults
 from detector.retrain.window import SampleRow, read_window
 from detector.settings import Settings
 
@@ -85,7 +85,12 @@ def tukey_fence(log_likelihood: np.ndarray) -> float:
     return float(q1 - TUKEY_FAR_OUT * (q3 - q1))
 
 
-def check_window(rows: list[SampleRow], settings: Settings, feature_names: tuple[str, ...]) -> None:
+def check_window(
+    rows: list[SampleRow],
+    settings: Settings,
+    feature_names: tuple[str, ...],
+    current: ModelBundle | None = None,
+) -> None:
     """Raise ``RetrainRefused`` when the window is unfit to learn from."""
     cfg = settings.retrain
     if len(rows) < cfg.min_samples:
@@ -106,9 +111,11 @@ def check_window(rows: list[SampleRow], settings: Settings, feature_names: tuple
             dtype=float,
         )
         if col.size and np.ptp(col) == 0.0:
+            if current is not None and usual_value(current, name, float(col[0])):
+                continue  # the value it (nearly) always had: a counter at 0, not a stuck sensor
             raise RetrainRefused(
                 "constant_feature",
-                f"feature {name!r} is constant ({col[0]!r}) across the window: a stuck sensor?",
+                f"feature {name!r} is constant ({col[0]:g}) across the window: a stuck sensor?",
             )
 
 
@@ -331,16 +338,9 @@ def _run(
             }
         )
     run_settings = settings.model_copy(update={"features": features})
-    # A feature already constant in the current model's training (a field that is always 0
-    # in network records) is no stuck sensor: only those that varied are checked.
-    reference = current.summary.get("reference", {}) if current is not None else {}
-    names = tuple(
-        n
-        for n in (current.spec.features if current is not None else rows[0].values if rows else ())
-        if reference.get(n, {}).get("min", 0.0) != reference.get(n, {}).get("max", 1.0)
-    )
+    names = tuple(current.spec.features if current is not None else rows[0].values if rows else ())
     try:
-        check_window(rows, run_settings, names)
+        check_window(rows, run_settings, names, current)
     except RetrainRefused as exc:
         figures["refusal"] = exc.reason
         left_out = [

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -57,15 +58,18 @@ def test_a_constant_feature_is_refused(tmp_path: Path) -> None:
     assert "'c'" in (out.reason or "")
 
 
-def test_a_feature_constant_since_training_is_no_stuck_sensor(tmp_path: Path) -> None:
-    # Given a model trained where feature c was always 4.2 (a field that never varies)
+@pytest.mark.parametrize("ones", [0, 5], ids=["always_0", "nearly_always_0"])
+def test_a_counter_at_its_usual_value_is_no_stuck_sensor(tmp_path: Path, ones: int) -> None:
+    # Given a model trained where feature c was 0 in all but `ones` of 2000 rows (a flag or
+    # a counter, like NSL-KDD's `land`)
     s = settings(tmp_path)
     x = mixture_sample(2000, seed=4)
-    x[:, 2] = 4.2
+    x[:, 2] = 0.0
+    x[:ones, 2] = 1.0
     ModelRegistry(s.registry).publish(train(as_rows(x), s))
-    # When the window has it constant too
+    # When the window has it at 0 throughout
     y = mixture_sample(2000, seed=5)
-    y[:, 2] = 4.2
+    y[:, 2] = 0.0
     out = retrain_once(s, window=window(y))
     # Then that is not refused as a stuck sensor
     assert out.figures.get("refusal") != "constant_feature", out.reason
