@@ -18,6 +18,7 @@ from detector.errors import DataError
 from detector.features.temporal import (
     DEFAULT_FORMS,
     DEFAULT_HALFLIFE_EVENTS,
+    FORMS,
     TemporalPlan,
     derived_names,
 )
@@ -64,6 +65,11 @@ class FeatureSpec:
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise DataError(f"features listed twice: {sorted(dupes)}")
+        if not set(self.temporal_forms) <= set(FORMS) or not self.temporal_halflife_events >= 1:
+            raise DataError(
+                f"temporal forms {list(self.temporal_forms)} / half-life "
+                f"{self.temporal_halflife_events}: forms are {list(FORMS)}, the half-life >= 1"
+            )
         unknown_log = set(self.log1p) - set(self.numeric)
         if unknown_log:
             raise DataError(

@@ -22,7 +22,10 @@ noise than a single reading. The same ``TemporalState`` computes them in trainin
 per entity in time order) and in the service (state per entity of the partitions the
 replica owns), so both see identical values. Until an entity has N values (a new entity,
 or after a rebalance rebuilds the state) its derived features are missing: the row is
-scored on the point-wise features only (the exact marginal), and counted.
+scored on the point-wise features only (the exact marginal), and counted. A model with no
+point-wise feature (``temporal_raw = false`` on every feature) has nothing to judge those
+rows by: they score as normal, so an entity's first N-1 events (again after a rebalance)
+cannot alert.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class TemporalState:
         self.plan = as_plan(plan)
         self.windows = dict(self.plan.windows)
         self._forms = set(self.plan.forms)
+        self._names = {f: self.plan.names_of(f) for f in self.windows}
         # Weight of a new value in the baseline: half of it is gone after halflife events.
         self._alpha = 1.0 - 0.5 ** (1.0 / self.plan.halflife_events)
         self.max_entities = max_entities
@@ -154,7 +158,7 @@ class TemporalState:
                 and not isinstance(value, bool)
                 and math.isfinite(value)
             )
-            names = self.plan.names_of(f)
+            names = self._names[f]
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
                 # The deviation is from the baseline of the values before this one.
@@ -182,19 +186,29 @@ class TemporalState:
         A robust (clipped) exponentially weighted mean: once warm, a step moves the level
         by at most CLIP_SCALES times the typical deviation, so a short fault barely
         shifts the baseline and its end is not followed by a long echo of false alerts.
-        A lasting level shift still gets absorbed: every clipped step also widens the
-        typical deviation, so the bound grows until the level catches up.
+        A lasting level shift is still absorbed: every clipped step widens the typical
+        deviation, and once the values have stayed beyond the bound on the same side for
+        longer than the half-life the clip is lifted (a new level, not a fault). Without
+        that, a series that had been constant (typical deviation near 0) took over a
+        thousand events to accept any new level.
         """
         level = baseline.get(f)
         if level is None:
-            baseline[f], baseline[f + "\0scale"] = value, 0.0
+            baseline[f], baseline[f + "\0scale"], baseline[f + "\0run"] = value, 0.0, 0.0
             return value
-        scale = baseline[f + "\0scale"]
+        scale, run = baseline[f + "\0scale"], baseline[f + "\0run"]
         d = value - level
         bound = CLIP_SCALES * scale if warm and scale > 0.0 else math.inf
-        c = min(max(d, -bound), bound)
+        if abs(d) <= bound:
+            run = 0.0
+        elif (d > 0) == (run > 0):
+            run += 1.0 if d > 0 else -1.0
+        else:
+            run = 1.0 if d > 0 else -1.0
+        c = d if abs(run) > self.plan.halflife_events else min(max(d, -bound), bound)
         baseline[f] = level + self._alpha * c
         baseline[f + "\0scale"] = scale + self._alpha * (abs(c) - scale)
+        baseline[f + "\0run"] = run
         return level
 
 
@@ -212,7 +226,11 @@ def augment_offline(
     ents: Sequence[str | None] = entities if entities is not None else [None] * n
     order = sorted(
         range(n),
-        key=lambda i: (str(ents[i]), sortable_time(times[i]) if times is not None else 0.0),
+        # (None and "" are one series, as in the stream's state)
+        key=lambda i: (
+            str(ents[i]) if ents[i] is not None else "",
+            sortable_time(times[i]) if times is not None else 0.0,
+        ),
     )
     state = TemporalState(windows, max_entities=max(1, len(set(ents))))
     augmented = state.augment([ents[i] for i in order], [rows[i] for i in order])

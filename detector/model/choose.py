@@ -104,10 +104,19 @@ def _choose(
     finite = np.isfinite(keys) & ~of_held
     cut = float(np.quantile(keys[finite], 1.0 - VALIDATION_FRACTION)) if finite.any() else np.inf
     newest = ~of_held & (keys >= cut)
+    # The numeric columns of the rows as read (no temporal features yet, raw levels in).
     label = settings.training.label_column
-    spec = infer_spec(rows, settings.features, exclude=[label] if label else [])
     derived = set(derived_names(settings.features.temporal_plan))
-    numeric = [f for f in spec.numeric if f not in derived]
+    declared = settings.features.numeric
+    plain = settings.features.model_copy(
+        update={
+            "temporal": {},
+            "temporal_raw": True,
+            "numeric": None if declared is None else [f for f in declared if f not in derived],
+        }
+    )
+    spec = infer_spec(rows, plain, exclude=[label] if label else [])
+    numeric = list(spec.numeric) + [f for f in settings.features.temporal if f not in spec.numeric]
     candidates = {"as configured": settings}
     if numeric:
         candidates["level-invariant"] = level_invariant(settings, numeric)
@@ -127,8 +136,18 @@ def _choose(
             idx = np.flatnonzero(mask & normal).tolist()
             if not idx:
                 continue
-            result = scorer.score([data[i] for i in idx])
-            scored = np.isfinite(result.log_likelihood)
+            rows_part = [data[i] for i in idx]
+            result = scorer.score(rows_part)
+            # Rows without one feature present (an entity's first events, when every feature
+            # is temporal) get no real score: they would count as normal.
+            judged = np.array(
+                [
+                    any(r.get(f) is not None for f in scorer.spec.numeric)
+                    or bool(scorer.spec.categorical)
+                    for r in rows_part
+                ]
+            )
+            scored = np.isfinite(result.log_likelihood) & judged
             figures[name][f"{part}_rows"] = int(scored.sum())
             figures[name][f"{part}_alert_rate"] = float((result.severity[scored] > 0).mean())
     configured = figures["as configured"]

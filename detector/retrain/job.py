@@ -330,11 +330,18 @@ def _run(
     figures["window_rows"] = len(rows)
     features = settings.features
     if current is not None:
-        # Keep the feature set of the model in service; categories are learned afresh.
+        # Keep the feature set of the model in service (its temporal plan too, which
+        # training may have chosen itself); categories are learned afresh.
+        spec = current.spec
         features = features.model_copy(
             update={
-                "numeric": list(current.spec.numeric),
-                "categorical": list(current.spec.categorical),
+                "numeric": list(spec.numeric),
+                "categorical": list(spec.categorical),
+                "temporal": dict(spec.temporal),
+                "temporal_forms": list(spec.temporal_forms),
+                "temporal_halflife_events": spec.temporal_halflife_events,
+                "temporal_raw": all(f in spec.numeric for f in spec.temporal),
+                "temporal_auto": False,
             }
         )
     run_settings = settings.model_copy(update={"features": features})

@@ -58,7 +58,7 @@ class FeatureSettings(Section):
     exclude: list[str] = Field(default_factory=list, description="Columns never used as features.")
     temporal: dict[str, int] = Field(
         default_factory=dict,
-        description="Per-entity temporal features: feature -> window N adds f__diff, f__meanN, f__stdN from the entity's last N events (needs entity and time columns in training data); empty = off.",
+        description="Per-entity temporal features: feature -> window N adds the forms of features.temporal_forms (by default f__diff, f__meanN, f__stdN) from the entity's last N events (training needs a time column; without an entity column the file is one series); empty = off.",
     )
     temporal_forms: list[TemporalForm] = Field(
         default_factory=_default_forms,

@@ -149,3 +149,16 @@ def test_dev_form_spec_leaves_the_raw_level_out_and_survives_the_bundle() -> Non
     table = {c["column"]: c for c in describe_columns(spec, rows, s.features)}
     assert table["t"]["why"].startswith("read for its temporal features only")
     assert "half-life 12 events" in table["t__dev"]["why"]
+
+
+def test_a_series_that_was_constant_accepts_a_new_level_within_a_few_half_lives() -> None:
+    # Given a sensor that read exactly 40 for 3000 events (its typical deviation shrinks
+    # towards 0), then moves for good to 50
+    state = TemporalState(TemporalPlan({"t": 10}, ("dev",), halflife_events=30.0))
+    values = [40.0] * 3_000 + [50.0] * 400
+    devs = [r["t__dev"] for r in state.augment(["a"] * len(values), [{"t": v} for v in values])]
+    # Then the new level is a deviation at first and absorbed within about 5 half-lives
+    # (the clip is lifted once the shift outlasts one half-life; it took 1055 events before)
+    assert devs[3_000] == 10.0
+    settled = next(i for i, d in enumerate(devs[3_000:]) if abs(d) < 3.0)
+    assert settled < 5 * 30, settled

@@ -75,3 +75,58 @@ def test_a_single_series_keeps_its_features_and_shows_the_time_ordered_figure() 
     assert "fewer than 4 entities" in choice["why"]
     assert choice["candidates"]["as configured"]["newest_alert_rate"] > 0.0
     assert "on the newest 20%" in describe_choice(choice)
+
+
+def test_declared_numeric_features_with_temporal_windows_are_chosen_among(tmp_path) -> None:
+    # Given features declared by name, with temporal windows and the raw level left out
+    s = small_settings(
+        features={
+            "temporal_auto": True,
+            "numeric": ["temp", "flow"],
+            "temporal": {"temp": 5},
+            "temporal_raw": False,
+        }
+    )
+    rows, ents, times = fleet(offset_sd=5.0)
+    # When training chooses (it used to fail: the derived names were looked up in the file)
+    bundle = train_table(rows, ents, times, s)
+    choice = bundle.summary["temporal_choice"]
+    # Then the level-invariant candidate covers both features (temp's left-out level too),
+    # and the configured features stay: with temp's level already left out they carry over
+    # to the machines held out
+    assert {"temp__dev", "flow__dev"} <= set(choice["candidates"]["level-invariant"]["features"])
+    assert choice["chosen"] == "as configured"
+    configured = choice["candidates"]["as configured"]
+    assert configured["held_out_entities_alert_rate"] <= choice["limit_alert_rate"]
+    assert "temp" not in bundle.spec.numeric and "flow" in bundle.spec.numeric
+
+
+def test_a_retrain_keeps_the_temporal_plan_training_chose(tmp_path) -> None:
+    from detector.registry.store import ModelRegistry
+    from detector.retrain.job import retrain_once
+    from detector.retrain.window import SampleRow
+
+    # Given a level-invariant model chosen by training, in service
+    s = small_settings(
+        features={"temporal_auto": True},
+        registry={"path": str(tmp_path)},
+        retrain={"min_samples": 500},
+    )
+    rows, ents, times = fleet(offset_sd=5.0)
+    bundle = train_table(rows, ents, times, s)
+    assert bundle.summary["temporal_choice"]["chosen"] == "level-invariant"
+    ModelRegistry(s.registry).publish(bundle)
+    # When it is retrained on samples (which carry the derived values, as the service
+    # samples them) with settings that do not name any temporal feature
+    from detector.features.temporal import augment_offline
+
+    augmented, _ = augment_offline(rows, ents, times, bundle.spec.temporal_plan)
+    window = [
+        SampleRow(r, e, t, False, bundle.version)
+        for r, e, t in list(zip(augmented, ents, times, strict=True))[-2_000:]
+    ]
+    out = retrain_once(s, window=window)
+    # Then the candidate reads the same temporal features, so the service keeps its state
+    assert out.outcome in ("promoted", "rejected"), out.reason
+    candidate = ModelRegistry(s.registry).load(out.version)
+    assert candidate.spec.temporal_plan == bundle.spec.temporal_plan
