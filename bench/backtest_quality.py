@@ -17,15 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from detector.backtest.driver import DEFAULT_TRAIN_FRACTION, Split, run_backtest, train_first
+from detector.backtest.driver import (
+    DEFAULT_TRAIN_FRACTION,
+    Split,
+    run_backtest,
+    stream_pace,
+    train_first,
+)
 from detector.backtest.run import Plan
 from detector.backtest.source import Stream, read_stream
 from detector.backtest.synthetic import FEATURES, FleetShape, write_fleet_csv
 from detector.features.temporal import augment_offline
 from detector.model.bundle import ModelBundle
+from detector.model.choose import level_invariant
 from detector.model.evaluate import quality
 from detector.model.scorer import Scorer
-from detector.retrain.pace import pace
 from detector.settings import Settings
 
 
@@ -38,29 +44,9 @@ def plan_of(settings: Settings) -> Plan:
     )
 
 
-# The level-invariant variant (issue 20): every numeric feature's change, rolling std and
-# deviation from the entity's robust baseline, its raw level left out. Window and half-life
-# are fixed here, not tuned on any test file.
-LEVEL_INVARIANT = {
-    "temporal_forms": ["diff", "std", "dev"],
-    "temporal_raw": False,
-    "temporal_halflife_events": 30.0,
-}
-TEMPORAL_WINDOW = 10
-
-
-def level_invariant(settings: Settings, numeric: list[str]) -> Settings:
-    features = settings.features.model_copy(
-        update={"temporal": dict.fromkeys(numeric, TEMPORAL_WINDOW), **LEVEL_INVARIANT}
-    )
-    return settings.model_copy(update={"features": features})
-
-
 def paced(settings: Settings, stream: Stream) -> Settings:
     """drift.sample_rate raised to what fills the retrain window in its age (retrain.pace)."""
-    span_s = float(stream.times_ms[-1] - stream.times_ms[0]) / 1000.0
-    p = pace(len(stream) / span_s if span_s > 0 else 0.0, settings, span_s)
-    rate = max(settings.drift.sample_rate, p.filling_sample_rate)
+    rate = max(settings.drift.sample_rate, stream_pace(stream, settings).filling_sample_rate)
     return settings.model_copy(
         update={"drift": settings.drift.model_copy(update={"sample_rate": rate})}
     )

@@ -13,25 +13,15 @@ in docs/temporal-features.md come from here.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
 from detector.backtest.synthetic import FEATURES, FleetShape, simulate
 from detector.features.temporal import augment_offline
+from detector.model.choose import level_invariant
 from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.settings import load_settings
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "raw values (default)": {},
-    "diff, std, dev; raw left out": {
-        "temporal": dict.fromkeys(FEATURES, 10),
-        "temporal_forms": ["diff", "std", "dev"],
-        "temporal_raw": False,
-        "temporal_halflife_events": 30.0,
-    },
-}
 
 
 def main() -> None:
@@ -52,11 +42,16 @@ def main() -> None:
             if labels[j]:
                 last = steps[j]
             since[j] = steps[j] - last
-    for name, features in VARIANTS.items():
-        s = load_settings(overrides={"features": features}, environ={})
+    defaults = load_settings(environ={})
+    variants = {
+        "raw values (default)": defaults,
+        "diff, std, dev; raw left out": level_invariant(defaults, FEATURES),
+    }
+    for name, s in variants.items():
         data = rows
-        if features:
-            data, _ = augment_offline(rows, ents, times, s.features.temporal_plan)
+        plan = s.features.temporal_plan
+        if plan:
+            data, _ = augment_offline(rows, ents, times, plan)
         bundle = train(data[:k], s)
         alert = Scorer(bundle, s.features, s.thresholds).score(data[k:]).severity > 0
         y, far = labels[k:] == 1, since[k:] > 100

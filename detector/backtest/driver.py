@@ -23,7 +23,7 @@ from detector.backtest.source import Stream
 from detector.errors import DataError
 from detector.model.bundle import ModelBundle
 from detector.registry.store import ModelRegistry
-from detector.retrain.pace import pace
+from detector.retrain.pace import Pace, pace
 from detector.settings import Settings
 
 # Without --model, --train-rows or --train-until: the first 30% of the rows train.
@@ -102,6 +102,12 @@ def train_first(settings: Settings, part: Stream) -> ModelBundle:
     )
 
 
+def stream_pace(stream: Stream, settings: Settings) -> Pace:
+    """The retraining pace of a recording: its event rate over its own span."""
+    span_s = float(stream.times_ms[-1] - stream.times_ms[0]) / 1000.0
+    return pace(len(stream) / span_s if span_s > 0 else 0.0, settings, span_s)
+
+
 def copy_version(source: ModelRegistry, version: str | None, target: ModelRegistry) -> str:
     """Copy a verified version (CURRENT when None) into ``target`` under the same id; CURRENT."""
     bundle = source.load(version)  # verifies checksum and signature first
@@ -165,7 +171,5 @@ def run_backtest(
         "retrain_min_samples": settings.retrain.min_samples,
         "alert_cooldown_s": settings.service.alert_cooldown_s,
     }
-    span_s = summary["stream"]["span_s"]
-    rate = len(streamed) / span_s if span_s > 0 else 0.0
-    summary["pace"] = pace(rate, settings, span_s).to_dict()
+    summary["pace"] = stream_pace(streamed, settings).to_dict()
     return Result(summary, replay, streamed, first)

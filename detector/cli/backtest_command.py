@@ -294,13 +294,8 @@ def print_backtest(s: dict[str, object], console: object) -> None:
     if len(retrains) > 20:
         console.print(f"  ... {len(retrains) - 20} more in the JSON")
     p = s.get("pace")
-    if isinstance(p, dict) and not p["retrains"]:
-        from detector.retrain.pace import Pace
-
-        keys = Pace.__dataclass_fields__
-        console.print(
-            f"[yellow]pace:[/] {Pace(**{k: p[k] for k in keys}).advice()}", highlight=False
-        )
+    if isinstance(p, dict) and p["advice"]:
+        console.print(f"[yellow]pace:[/] {p['advice']}", highlight=False)
 
 
 @app.command()

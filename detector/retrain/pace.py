@@ -35,7 +35,7 @@ class Pace:
         return self.samples_per_window >= self.min_samples_needed
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "retrains": self.retrains}
+        return {**asdict(self), "retrains": self.retrains, "advice": self.advice()}
 
     def advice(self) -> str | None:
         """One line for the user when retraining cannot fire at this rate; None if it can."""
