@@ -56,11 +56,19 @@ class TemporalPlan:
     def __bool__(self) -> bool:
         return bool(self.windows)
 
-    def names_of(self, f: str) -> list[str]:
+    def spelled(self, f: str) -> dict[str, str]:
+        """Form -> derived column name, for this plan's forms of feature ``f``."""
         n = self.windows[f]
-        spelled = {"diff": f"{f}__diff", "mean": f"{f}__mean{n}", "std": f"{f}__std{n}"}
-        spelled["dev"] = f"{f}__dev"
-        return [spelled[form] for form in self.forms]
+        every = {
+            "diff": f"{f}__diff",
+            "mean": f"{f}__mean{n}",
+            "std": f"{f}__std{n}",
+            "dev": f"{f}__dev",
+        }
+        return {form: every[form] for form in self.forms}
+
+    def names_of(self, f: str) -> list[str]:
+        return list(self.spelled(f).values())
 
     def describe(self, name: str) -> str | None:
         """How a derived column is computed, for the column table; None if not derived."""
@@ -88,8 +96,7 @@ class TemporalState:
     def __init__(self, plan: TemporalPlan | Mapping[str, int], max_entities: int = 100_000) -> None:
         self.plan = as_plan(plan)
         self.windows = dict(self.plan.windows)
-        self._forms = set(self.plan.forms)
-        self._names = {f: self.plan.names_of(f) for f in self.windows}
+        self._spelled = {f: self.plan.spelled(f) for f in self.windows}
         # Weight of a new value in the baseline: half of it is gone after halflife events.
         self._alpha = 1.0 - 0.5 ** (1.0 / self.plan.halflife_events)
         self.max_entities = max_entities
@@ -148,7 +155,6 @@ class TemporalState:
         else:
             self._state.move_to_end(key)
         baseline = self._baseline[key]
-        forms = self._forms
         warming = False
         for f, n in self.windows.items():
             buf = state[f]
@@ -158,24 +164,24 @@ class TemporalState:
                 and not isinstance(value, bool)
                 and math.isfinite(value)
             )
-            names = self._names[f]
+            spelled = self._spelled[f]
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
                 # The deviation is from the baseline of the values before this one.
                 before = self._follow(baseline, f, float(value), warm=len(buf) >= n)  # type: ignore[arg-type]
             if not ok or len(buf) < n:
                 warming = True
-                derived.update(dict.fromkeys(names))
+                derived.update(dict.fromkeys(spelled.values()))
                 continue
             values = np.fromiter(buf, dtype=np.float64, count=n)
-            if "diff" in forms:
-                derived[f"{f}__diff"] = float(values[-1] - values[-2]) if n > 1 else 0.0
-            if "mean" in forms:
-                derived[f"{f}__mean{n}"] = float(values.mean())
-            if "std" in forms:
-                derived[f"{f}__std{n}"] = float(values.std())
-            if "dev" in forms:
-                derived[f"{f}__dev"] = float(values[-1] - before)
+            if "diff" in spelled:
+                derived[spelled["diff"]] = float(values[-1] - values[-2]) if n > 1 else 0.0
+            if "mean" in spelled:
+                derived[spelled["mean"]] = float(values.mean())
+            if "std" in spelled:
+                derived[spelled["std"]] = float(values.std())
+            if "dev" in spelled:
+                derived[spelled["dev"]] = float(values[-1] - before)
         if warming:
             self.warmup_rows += 1
         return derived

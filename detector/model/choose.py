@@ -73,14 +73,15 @@ def train_table(
 ) -> ModelBundle:
     """Train on a table (rows before temporal features), choosing the features first when
     ``features.temporal_auto`` asks for it; the choice is in the summary."""
-    chosen, record = settings, None
+    chosen, record, data = settings, None, None
     if settings.features.temporal_auto:
         if times is None:
             record = {"chosen": "as configured", "why": "the data has no time column"}
         else:
-            chosen, record = _choose(rows, entities, times, settings, labels)
-    plan = chosen.features.temporal_plan
-    data = augment_offline(rows, entities, times, plan)[0] if plan else rows
+            chosen, record, data = _choose(rows, entities, times, settings, labels)
+    if data is None:
+        plan = chosen.features.temporal_plan
+        data = augment_offline(rows, entities, times, plan)[0] if plan else rows
     bundle = train(data, chosen, labels=labels, progress=progress, column_notes=column_notes)
     if record is not None:
         bundle.summary["temporal_choice"] = record
@@ -93,7 +94,9 @@ def _choose(
     times: Sequence[Any],
     settings: Settings,
     labels: np.ndarray | None,
-) -> tuple[Settings, dict[str, Any]]:
+) -> tuple[Settings, dict[str, Any], Sequence[Mapping[str, Any]] | None]:
+    """The settings to train with, the record of the choice, and the rows with the chosen
+    candidate's temporal features (computed here already; None when not computed)."""
     n = len(rows)
     normal = np.ones(n, dtype=bool) if labels is None else np.asarray(labels) == 0
     ents = list(entities) if entities is not None else [None] * n
@@ -122,12 +125,14 @@ def _choose(
         candidates["level-invariant"] = level_invariant(settings, numeric)
     fit_idx = np.flatnonzero(~of_held & ~newest & normal).tolist()
     if len(fit_idx) < n // 4:
-        return settings, {"chosen": "as configured", "why": "too few rows to validate"}
+        return settings, {"chosen": "as configured", "why": "too few rows to validate"}, None
     figures: dict[str, dict[str, Any]] = {}
+    augmented: dict[str, Sequence[Mapping[str, Any]]] = {}
     target = 0.0
     for name, s in candidates.items():
         plan = s.features.temporal_plan
         data = augment_offline(rows, entities, times, plan)[0] if plan else rows
+        augmented[name] = data
         bundle = train([data[i] for i in fit_idx], s)
         target = bundle.thresholds.alert_rate
         scorer = Scorer(bundle, s.features, s.thresholds)
@@ -136,16 +141,12 @@ def _choose(
             idx = np.flatnonzero(mask & normal).tolist()
             if not idx:
                 continue
-            rows_part = [data[i] for i in idx]
-            result = scorer.score(rows_part)
+            result = scorer.score([data[i] for i in idx])
             # Rows without one feature present (an entity's first events, when every feature
             # is temporal) get no real score: they would count as normal.
-            judged = np.array(
-                [
-                    any(r.get(f) is not None for f in scorer.spec.numeric)
-                    or bool(scorer.spec.categorical)
-                    for r in rows_part
-                ]
+            n_numeric = len(scorer.spec.numeric)
+            judged = ~np.isnan(result.encoded[:, :n_numeric]).all(axis=1) | bool(
+                scorer.spec.categorical
             )
             scored = np.isfinite(result.log_likelihood) & judged
             figures[name][f"{part}_rows"] = int(scored.sum())
@@ -172,7 +173,7 @@ def _choose(
         "candidates": figures,
     }
     log.info("temporal features: %s", describe_choice(record))
-    return candidates[chosen], record
+    return candidates[chosen], record, augmented[chosen]
 
 
 def describe_choice(choice: dict[str, Any]) -> str:
