@@ -7,6 +7,7 @@ the demo) never share counters. Names follow Prometheus conventions: ``_total`` 
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -275,8 +276,9 @@ class ServiceMetrics:
         for state, n in outcome.evictions.items():
             if n:
                 self.state_evictions.labels(state).inc(n)
-        for a in outcome.alerts:
-            self.alerts.labels(a.severity).inc()
+        # One labelled child per severity, not per alert (a child lookup is a lock and a hash).
+        for severity, n in collections.Counter(a.severity for a in outcome.alerts).items():
+            self.alerts.labels(severity).inc(n)
         result = outcome.scored.result
         valid = np.isfinite(result.log_likelihood)
         if not valid.any():

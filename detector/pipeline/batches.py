@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,12 +16,19 @@ from detector.stream.alerts import Cooldown
 class Records(Protocol):
     """A batch of records as flat columns (``detector.stream.fetcher.RecordBatch`` is one)."""
 
-    topics: list[str]
-    partitions: list[int]
-    offsets: list[int]
-    timestamps_ms: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
+    # Read-only: a transport may read a column only when it is first asked for.
+    @property
+    def topics(self) -> Sequence[str]: ...
+    @property
+    def partitions(self) -> Sequence[int]: ...
+    @property
+    def offsets(self) -> Sequence[int]: ...
+    @property
+    def timestamps_ms(self) -> Sequence[int]: ...
+    @property
+    def keys(self) -> Sequence[bytes | None]: ...
+    @property
+    def values(self) -> list[bytes | None]: ...
 
     def __len__(self) -> int: ...
 
@@ -42,11 +50,11 @@ class RecordSlice:
     @classmethod
     def of(cls, records: Records, start: int, stop: int) -> RecordSlice:
         return cls(
-            records.topics[start:stop],
-            records.partitions[start:stop],
-            records.offsets[start:stop],
-            records.timestamps_ms[start:stop],
-            records.keys[start:stop],
+            list(records.topics[start:stop]),
+            list(records.partitions[start:stop]),
+            list(records.offsets[start:stop]),
+            list(records.timestamps_ms[start:stop]),
+            list(records.keys[start:stop]),
             records.values[start:stop],
         )
 

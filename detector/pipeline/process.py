@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from detector.events import EventParser, ParsedBatch, describe
+from detector.events import EventParser, ParsedBatch, describe, format_time_ms
 from detector.model.scorer import Scorer, ScoreResult
 from detector.pipeline.batches import (
     Alert,
@@ -203,6 +203,7 @@ def _alerts(
     names = scorer.spec.features
     alerts: list[Alert] = []
     suppressed = 0
+    detected_at = format_time_ms(detected_ms)  # the batch's, formatted once
     for row in result.alerting.tolist():
         pos = sb.scored_index[row]
         try:
@@ -220,7 +221,7 @@ def _alerts(
                 model_version=sb.model_version,
                 feature_names=names,
                 missing=result.feature_missing[row],
-                detected_ms=detected_ms,
+                detected_at=detected_at,
                 suppressed_count=held,
             )
             value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)

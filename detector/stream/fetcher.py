@@ -35,6 +35,7 @@ from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from detector.errors import DetectorError
+from detector.pipeline.batches import Records
 from detector.settings import KafkaSettings
 from detector.stream.clients import make_consumer
 from detector.stream.delivery import consumer_overrides
@@ -125,8 +126,15 @@ class RebalanceHandler(Protocol):
     def on_assigned(self, partitions: list[TopicPartition]) -> None: ...
 
 
+class PolledBatch(Records, Protocol):
+    """What a fetcher's poll returns: the records, and what to commit once they are done."""
+
+    next_offsets: dict[TopicPartition, int]
+    fetch_seconds: float
+
+
 class Fetcher(Protocol):
-    def poll(self, timeout_ms: int) -> RecordBatch | None: ...
+    def poll(self, timeout_ms: int) -> PolledBatch | None: ...
 
     def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
         """Commit ``offsets``; sync raises on failure, async returns a ticket whose

@@ -44,7 +44,7 @@ from detector.stream.fetcher import (
     Fetcher,
     FetcherError,
     FetchStatus,
-    RecordBatch,
+    PolledBatch,
 )
 from detector.stream.memory import HeapTrimmer, tuned_for_scoring
 from detector.stream.models import ModelFollower
@@ -99,6 +99,7 @@ class DetectorService:
             *(observers or []),
         ]
         self.stage_seconds: dict[str, float] = {}
+        self._stage_timers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._next_lag = 0.0
         self._trim_heap = HeapTrimmer()
@@ -265,15 +266,18 @@ class DetectorService:
         start = time.perf_counter()
         yield
         took = time.perf_counter() - start
-        self.metrics.stage_seconds.labels(name).observe(took)
+        timer = self._stage_timers.get(name)
+        if timer is None:  # a labelled child per stage, looked up once
+            timer = self._stage_timers[name] = self.metrics.stage_seconds.labels(name)
+        timer.observe(took)
         self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
 
-    def _poll(self) -> RecordBatch | None:
+    def _poll(self) -> PolledBatch | None:
         assert self._fetcher is not None
         with self._stage("poll"):
             return self._fetcher.poll(self.settings.service.poll_timeout_ms)
 
-    def _process(self, batch: RecordBatch) -> None:
+    def _process(self, batch: PolledBatch) -> None:
         assert self.scorer is not None and self._producer is not None
         n = len(batch)
         self.consumed += n

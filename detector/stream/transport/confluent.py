@@ -35,8 +35,8 @@ from detector.stream.fetcher import (
     FetcherError,
     FetchStatus,
     RebalanceHandler,
-    RecordBatch,
 )
+from detector.stream.transport.confluent_batch import MessageBatch
 from detector.stream.transport.confluent_config import (
     MAX_MESSAGE_BYTES,
     consumer_config,
@@ -141,6 +141,8 @@ class ConfluentFetcher:
         self._brokers_up = 0
         self._brokers_known = 0
         self._topic_missing = False
+        # librdkafka reads a subscription starting with "^" as a pattern of topics.
+        self._topic = None if cfg.input_topic.startswith("^") else cfg.input_topic
         conf = consumer_config(cfg)
         conf.update(
             on_commit=self._on_commit,
@@ -182,7 +184,7 @@ class ConfluentFetcher:
         log.warning("input topic %s not found on the cluster yet; joining the group anyway", topic)
 
     # -- the loop's calls --------------------------------------------------------------
-    def poll(self, timeout_ms: int) -> RecordBatch | None:
+    def poll(self, timeout_ms: int) -> MessageBatch | None:
         started = time.perf_counter()
         try:
             messages = self.consumer.consume(self.cfg.max_poll_records, timeout_ms / 1000.0)
@@ -200,24 +202,8 @@ class ConfluentFetcher:
             messages = [m for m in messages if m.error() is None]
             if not messages:
                 return None
-        # Whole columns at once: a per-message loop of appends cost more than librdkafka's
-        # own fetch at 150k events/s (measured with cProfile).
-        topics: list[str] = [m.topic() for m in messages]  # type: ignore[misc]
-        partitions: list[int] = [m.partition() for m in messages]  # type: ignore[misc]
-        offsets: list[int] = [m.offset() for m in messages]  # type: ignore[misc]
-        # Messages of a partition arrive in offset order: the last one wins.
-        last = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
-        batch = RecordBatch(
-            topics,
-            partitions,
-            offsets,
-            [m.timestamp()[1] for m in messages],
-            [m.key() for m in messages],
-            [m.value() for m in messages],
-            {TopicPartition(t, p): o + 1 for (t, p), o in last.items()},
-        )
-        batch.fetch_seconds = time.perf_counter() - started
-        return batch
+        # Values and next offsets now, the other columns if asked (confluent_batch).
+        return MessageBatch(messages, self._topic, time.perf_counter() - started)
 
     def commit(self, offsets: dict[TopicPartition, int], sync: bool) -> int:
         self._tickets += 1

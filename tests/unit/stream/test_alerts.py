@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from importlib import resources
 
 import jsonschema
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from detector.model.scorer import Scorer
-from detector.stream.alerts import Cooldown, Source, alert_id, build_alert
+from detector.stream.alerts import (
+    ALERT_ID_NAMESPACE,
+    Cooldown,
+    Source,
+    alert_id,
+    build_alert,
+)
 from tests.unit.conftest import as_rows, mixture_sample
 
 SCHEMA = json.loads(resources.files("detector").joinpath("schemas/alert.schema.json").read_text())
@@ -28,6 +37,20 @@ def test_alert_id_depends_only_on_the_source_position() -> None:
         )
         == 4
     )
+
+
+@given(
+    topic=st.text(min_size=1, max_size=40),
+    partition=st.integers(0, 2**31 - 1),
+    offset=st.integers(0, 2**63 - 1),
+)
+def test_alert_id_is_the_uuid5_of_the_source_position(
+    topic: str, partition: int, offset: int
+) -> None:
+    # Given any source position; When its alert id is derived; Then it is uuid5's, to the
+    # character (the ids published before the fast path stay the same)
+    expected = str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
+    assert alert_id(topic, partition, offset) == expected
 
 
 def test_alert_document_follows_the_schema(small_bundle) -> None:

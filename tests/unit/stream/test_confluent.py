@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -192,3 +192,64 @@ def test_rebalance_callbacks_reach_the_handler_as_kafka_partitions(
     fetcher._on_lost(fetcher.consumer, parts)
     expected = [TopicPartition("events", 0), TopicPartition("events", 1)]
     assert handler.calls == [("assigned", expected), ("revoked", expected), ("lost", expected)]
+
+
+class FakeMessage:
+    """What MessageBatch reads of a librdkafka Message; counts the reads per column."""
+
+    reads: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self._t, self._p, self._o, self._v = topic, partition, offset, value
+
+    def _read(self, what: str) -> None:
+        FakeMessage.reads[what] = FakeMessage.reads.get(what, 0) + 1
+
+    def topic(self) -> str:
+        self._read("topic")
+        return self._t
+
+    def partition(self) -> int:
+        self._read("partition")
+        return self._p
+
+    def offset(self) -> int:
+        self._read("offset")
+        return self._o
+
+    def timestamp(self) -> tuple[int, int]:
+        self._read("timestamp")
+        return (1, 1000 + self._o)
+
+    def key(self) -> bytes:
+        self._read("key")
+        return b"k%d" % self._o
+
+    def value(self) -> bytes:
+        self._read("value")
+        return self._v
+
+
+@pytest.mark.parametrize("topic", ["events", None])
+def test_a_message_batch_reads_values_now_and_other_columns_when_asked(topic: str | None) -> None:
+    # Given messages of two partitions interleaved, in offset order per partition
+    FakeMessage.reads = {}
+    spec = [(0, 5), (1, 7), (0, 6), (1, 8), (0, 7)]
+    messages = [FakeMessage("events", p, o, b"v%d" % o) for p, o in spec]
+    # When they become a batch
+    batch = confluent.MessageBatch(messages, topic)
+    # Then values and next offsets are there, and no other column was read yet
+    assert batch.values == [b"v5", b"v7", b"v6", b"v8", b"v7"]
+    assert batch.next_offsets == {TopicPartition("events", 0): 8, TopicPartition("events", 1): 9}
+    assert set(FakeMessage.reads) <= {"value", "partition", "offset", "topic"}
+    assert "timestamp" not in FakeMessage.reads and "key" not in FakeMessage.reads
+    # And one record's source costs one read per column, not a column's worth
+    assert batch.offsets[2] == 6 and batch.timestamps_ms[2] == 1006 and batch.keys[2] == b"k6"
+    assert FakeMessage.reads["timestamp"] == 1 and FakeMessage.reads["key"] == 1
+    # And the other columns, read whole or sliced, match the messages position by position
+    assert list(batch.topics) == ["events"] * 5
+    assert list(batch.partitions) == [0, 1, 0, 1, 0]
+    assert list(batch.offsets) == [5, 7, 6, 8, 7]
+    assert list(batch.timestamps_ms) == [1005, 1007, 1006, 1008, 1007]
+    assert batch.keys[1:3] == [b"k7", b"k6"]
+    assert len(batch) == len(batch.keys) == 5

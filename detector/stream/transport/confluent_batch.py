@@ -1,0 +1,84 @@
+"""One ``consume()`` of confluent-kafka as the loop's batch, its columns read when needed.
+
+Every record needs its value (parsing) and the batch needs each partition's last offset
+(the commit). The other columns (topic, partition and offset per record, timestamps,
+keys) are read only for the few records that become alerts or dead letters, or when an
+event carries no time of its own. Reading all of them up front was a method call per
+record and column: 0.4 of the 0.7 us per event the confluent poll took at 150k events/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
+from operator import methodcaller
+from typing import Any, TypeVar, overload
+
+from kafka import TopicPartition
+
+T = TypeVar("T")
+
+
+class LazyColumn(Sequence[T]):
+    """A column read from the messages position by position: an alert's source costs one
+    read, not a column's worth."""
+
+    __slots__ = ("_messages", "_read")
+
+    def __init__(self, messages: list[Any], read: Callable[[Any], T]) -> None:
+        self._messages = messages
+        self._read = read
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return [self._read(m) for m in self._messages[index]]
+        return self._read(self._messages[index])
+
+    def __iter__(self) -> Iterator[T]:
+        return map(self._read, self._messages)
+
+
+def _timestamp_ms(message: Any) -> int:
+    return int(message.timestamp()[1])
+
+
+class MessageBatch:
+    """Records of one poll in poll order (``detector.pipeline.Records``), from librdkafka
+    ``Message`` objects without errors.
+
+    ``topic`` is the subscription's single topic when it has one (no per-record lookup);
+    None reads each record's own.
+    """
+
+    def __init__(self, messages: list[Any], topic: str | None, fetch_seconds: float = 0.0):
+        self._messages = messages
+        self._topic = topic
+        self.values: list[bytes | None] = [m.value() for m in messages]
+        # Messages of a partition arrive in offset order: the last one wins.
+        if topic is not None:
+            last = {m.partition(): m.offset() for m in messages}
+            self.next_offsets = {TopicPartition(topic, p): o + 1 for p, o in last.items()}
+        else:
+            both = {(m.topic(), m.partition()): m.offset() for m in messages}
+            self.next_offsets = {TopicPartition(t, p): o + 1 for (t, p), o in both.items()}
+        self.fetch_seconds = fetch_seconds
+        self.partitions: Sequence[int] = LazyColumn(messages, methodcaller("partition"))
+        self.offsets: Sequence[int] = LazyColumn(messages, methodcaller("offset"))
+        self.timestamps_ms: Sequence[int] = LazyColumn(messages, _timestamp_ms)
+        self.keys: Sequence[bytes | None] = LazyColumn(messages, methodcaller("key"))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @cached_property
+    def topics(self) -> Sequence[str]:
+        if self._topic is not None:
+            return [self._topic] * len(self._messages)
+        return LazyColumn(self._messages, methodcaller("topic"))
