@@ -43,13 +43,6 @@ DEFAULT_FORMS = ("diff", "mean", "std")
 DEFAULT_HALFLIFE_EVENTS = 30.0
 # A warm baseline moves by at most this many typical deviations per event (see _follow).
 CLIP_SCALES = 4.0
-# Change point (see _follow): this many consecutive values all more than REANCHOR_SCALES
-# typical deviations from the baseline, on the same side, are a new level.
-REANCHOR_EVENTS = 5
-REANCHOR_SCALES = 2.0
-REANCHOR = True
-SPREAD_LO = 0.0
-SPREAD_HI = 1e9
 
 
 @dataclass(frozen=True)
@@ -175,7 +168,7 @@ class TemporalState:
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
                 # The deviation is from the baseline of the values before this one.
-                before = self._follow(baseline, f, float(value), len(buf) >= n, buf)  # type: ignore[arg-type]
+                before = self._follow(baseline, f, float(value), warm=len(buf) >= n)  # type: ignore[arg-type]
             if not ok or len(buf) < n:
                 warming = True
                 derived.update(dict.fromkeys(spelled.values()))
@@ -193,9 +186,7 @@ class TemporalState:
             self.warmup_rows += 1
         return derived
 
-    def _follow(
-        self, baseline: dict[str, float], f: str, value: float, warm: bool, recent: deque[float]
-    ) -> float:
+    def _follow(self, baseline: dict[str, float], f: str, value: float, warm: bool) -> float:
         """Move f's baseline towards ``value``; return the baseline before the move.
 
         A robust (clipped) exponentially weighted mean: once warm, a step moves the level
@@ -210,28 +201,10 @@ class TemporalState:
         level = baseline.get(f)
         if level is None:
             baseline[f], baseline[f + "\0scale"], baseline[f + "\0run"] = value, 0.0, 0.0
-            baseline[f + "\0side"], baseline[f + "\0scale0"] = 0.0, 0.0
             return value
         scale, run = baseline[f + "\0scale"], baseline[f + "\0run"]
-        side, scale0 = baseline[f + "\0side"], baseline[f + "\0scale0"]
         d = value - level
         bound = CLIP_SCALES * scale if warm and scale > 0.0 else math.inf
-        if warm and scale > 0.0 and abs(d) > REANCHOR_SCALES * scale:
-            if side == 0.0 or (d > 0) != (side > 0):
-                side, scale0 = (1.0 if d > 0 else -1.0), scale
-            else:
-                side += 1.0 if d > 0 else -1.0
-        else:
-            side = 0.0
-        tail = list(recent)[-REANCHOR_EVENTS:] if REANCHOR and abs(side) >= REANCHOR_EVENTS else []
-        mid = float(np.median(tail)) if tail else 0.0
-        spread = sum(abs(v - mid) for v in tail) / max(1, len(tail))
-        if tail and SPREAD_LO * scale0 <= spread <= SPREAD_HI * scale0:
-            baseline[f] = mid
-            baseline[f + "\0scale"] = scale0
-            baseline[f + "\0run"] = 0.0
-            baseline[f + "\0side"] = 0.0
-            return level
         if abs(d) <= bound:
             run = 0.0
         elif (d > 0) == (run > 0):
@@ -242,7 +215,6 @@ class TemporalState:
         baseline[f] = level + self._alpha * c
         baseline[f + "\0scale"] = scale + self._alpha * (abs(c) - scale)
         baseline[f + "\0run"] = run
-        baseline[f + "\0side"], baseline[f + "\0scale0"] = side, scale0
         return level
 
 
