@@ -99,11 +99,20 @@ def check_window(
             f"{len(rows)} samples in the window, retrain.min_samples is {cfg.min_samples}",
         )
     alerted = sum(r.alerted for r in rows) / len(rows)
-    if alerted > cfg.max_alerted_fraction:
+    # One series has no others to tell its fault from a change of operating point
+    # (detector.retrain.faulty does that for a fleet): a tighter limit.
+    one_series = len({r.entity for r in rows}) == 1
+    limit, knob = (
+        (cfg.max_alerted_fraction_one_series, "max_alerted_fraction_one_series")
+        if one_series
+        else (cfg.max_alerted_fraction, "max_alerted_fraction")
+    )
+    if alerted > limit:
         raise RetrainRefused(
             "mostly_anomalies",
-            f"{100 * alerted:.1f}% of the window alerted (retrain.max_alerted_fraction "
-            f"{100 * cfg.max_alerted_fraction:.0f}%): that is a fault to fix, not a state to learn",
+            f"{100 * alerted:.1f}% of the window alerted (retrain.{knob} {100 * limit:.0f}%"
+            f"{', the window holds one series' if one_series else ''}): that is a fault to "
+            "fix, not a state to learn",
         )
     for name in feature_names:
         col = np.array(

@@ -32,6 +32,12 @@ class RetrainSettings(Section):
         le=1.0,
         description="A window where more than this share alerted is mostly anomalies: refuse.",
     )
+    max_alerted_fraction_one_series: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="The same limit for a window holding a single series (one entity, or none): with no other machines to compare with, alerting on more than this share (ten times the usual 1% target) is taken as a fault or an attack, not a state to learn. A slow drift starts a retrain (on drift) well before it alerts this much.",
+    )
     holdout_fraction: float = Field(
         0.2,
         ge=0.05,

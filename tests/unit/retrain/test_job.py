@@ -50,6 +50,27 @@ def test_a_window_of_mostly_alerts_is_refused(tmp_path: Path) -> None:
     assert "80.0% of the window alerted" in (out.reason or "")
 
 
+@pytest.mark.parametrize("entities", [1, 4])
+def test_one_series_alerting_on_a_fifth_of_its_window_is_refused_a_fleet_is_not(
+    tmp_path: Path, entities: int
+) -> None:
+    # Given a window where 20% of the rows alerted: held by one series, or spread over four
+    # machines alike (an operating point of the fleet)
+    rows = window(mixture_sample(2000, seed=6))
+    rows = [
+        SampleRow(r.values, f"m{i % entities}", r.event_time_ms, i % 5 == 0, r.model_version)
+        for i, r in enumerate(rows)
+    ]
+    # When the job runs
+    out = retrain_once(settings(tmp_path), window=rows)
+    # Then one series is refused, naming its own limit; the fleet is learnt from
+    if entities == 1:
+        assert (out.outcome, out.figures["refusal"]) == ("refused", "mostly_anomalies")
+        assert "retrain.max_alerted_fraction_one_series 10%" in (out.reason or "")
+    else:
+        assert out.figures.get("refusal") is None and out.outcome == "promoted", out.reason
+
+
 def test_a_constant_feature_is_refused(tmp_path: Path) -> None:
     x = mixture_sample(2000, seed=3)
     x[:, 2] = 4.2
