@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from detector.events import EventParser
 from detector.features.temporal import TemporalState
 from detector.model.scorer import ScoreResult
 from detector.pipeline.letters import DeadLetter, Message
+from detector.records import Records
 from detector.stream.alerts import Cooldown
-
-
-class Records(Protocol):
-    """A batch of records as flat columns (``detector.stream.fetcher.RecordBatch`` is one)."""
-
-    # Read-only: a transport may read a column only when it is first asked for.
-    @property
-    def topics(self) -> Sequence[str]: ...
-    @property
-    def partitions(self) -> Sequence[int]: ...
-    @property
-    def offsets(self) -> Sequence[int]: ...
-    @property
-    def timestamps_ms(self) -> Sequence[int]: ...
-    @property
-    def keys(self) -> Sequence[bytes | None]: ...
-    @property
-    def values(self) -> list[bytes | None]: ...
-
-    def __len__(self) -> int: ...
 
 
 @dataclass(slots=True)

@@ -13,13 +13,14 @@ So an entity whose alerted share of its window rows is above ``FAULTY_SHARE_MIN`
 left out of both the fit and the gate's holdout (the gate checks the candidate's
 calibration on normal data). When more than half the entities qualify the alerting is
 fleet-wide, an operating point to learn (or a window the alerted-fraction rule refuses),
-and nothing is left out. A single series has no others to compare with: unchanged.
+and nothing is left out. A single series has no others to compare with: its window is
+refused above ``retrain.max_alerted_fraction_one_series`` instead (``retrain.job``).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from detector.retrain.window import SampleRow
 
 FAULTY_SHARE_MIN = 0.1
 FAULTY_RATIO = 3.0
+# A window whose largest entity holds this share of the rows is judged as one series.
+ONE_SERIES_SHARE = 0.9
 
 
 def faulty_entities(rows: list[SampleRow]) -> set[str]:
@@ -42,6 +45,13 @@ def faulty_entities(rows: list[SampleRow]) -> set[str]:
         e for e, share in shares.items() if share > max(FAULTY_SHARE_MIN, FAULTY_RATIO * typical)
     }
     return faulty if len(faulty) <= len(shares) / 2 else set()
+
+
+def one_series_window(rows: list[SampleRow]) -> bool:
+    """Whether one entity (events without one count as one) holds nearly all the window: a
+    few rows of another must not make a single series pass for a fleet."""
+    sizes = Counter(r.entity or "" for r in rows)
+    return max(sizes.values(), default=0) >= ONE_SERIES_SHARE * len(rows)
 
 
 def without_faults(rows: list[SampleRow], faulty: set[str]) -> list[SampleRow]:

@@ -3,7 +3,8 @@
 1. Read the most recent window from the samples topic, bounded by count and by event age
    measured from the newest sample's event time, not the clock (``detector.retrain.window``).
 2. Refuse windows unfit to learn from: too few rows, more than ``max_alerted_fraction``
-   alerted under the model of the day (a fault, not an operating point), or a constant
+   alerted under the model of the day (a fault, not an operating point; the tighter
+   ``max_alerted_fraction_one_series`` when one entity holds the window), or a constant
    feature. The current model stays.
 3. Split by event time: the newest ``holdout_fraction`` validates, the rest trains; the
    alerted rows of a machine alerting far more than the others are in neither
@@ -45,7 +46,7 @@ from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.registry.topic import open_registry
-from detector.retrain.faulty import faulty_entities, usual_value, without_faults
+from detector.retrain.faulty import faulty_entities, one_series_window, usual_value, without_faults
 from detector.retrain.window import SampleRow, read_window
 from detector.settings import Settings
 
@@ -100,18 +101,16 @@ def check_window(
         )
     alerted = sum(r.alerted for r in rows) / len(rows)
     # One series has no others to tell its fault from a change of operating point
-    # (detector.retrain.faulty does that for a fleet): a tighter limit.
-    one_series = len({r.entity for r in rows}) == 1
-    limit, knob = (
-        (cfg.max_alerted_fraction_one_series, "max_alerted_fraction_one_series")
-        if one_series
-        else (cfg.max_alerted_fraction, "max_alerted_fraction")
-    )
+    # (detector.retrain.faulty does that for a fleet): a tighter limit, never a looser one.
+    one_series = one_series_window(rows)
+    limit, knob = cfg.max_alerted_fraction, "max_alerted_fraction"
+    if one_series and cfg.max_alerted_fraction_one_series < limit:
+        limit, knob = cfg.max_alerted_fraction_one_series, "max_alerted_fraction_one_series"
     if alerted > limit:
         raise RetrainRefused(
             "mostly_anomalies",
             f"{100 * alerted:.1f}% of the window alerted (retrain.{knob} {100 * limit:.0f}%"
-            f"{', the window holds one series' if one_series else ''}): that is a fault to "
+            f"{', the window is one series' if one_series else ''}): that is a fault to "
             "fix, not a state to learn",
         )
     for name in feature_names:

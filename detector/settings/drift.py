@@ -19,7 +19,7 @@ class DriftSettings(Section):
     max_samples_per_batch: int = Field(200, ge=0, description="Cap on samples published per batch.")
     include_alerted: bool = Field(
         True,
-        description="Also publish alerted rows, flagged: they count towards retrain.max_alerted_fraction and are fitted (a fleet-wide operating point is learnt from them), except those of a machine alerting far above the others (its fault, detector/retrain/faulty.py).",
+        description="Also publish alerted rows, flagged: they count towards retrain.max_alerted_fraction (and max_alerted_fraction_one_series) and are fitted (a fleet-wide operating point is learnt from them), except those of a machine alerting far above the others (its fault, detector/retrain/faulty.py).",
     )
     window_events: int = Field(
         5_000, ge=100, description="Sliding window of recent events the drift statistics cover."

@@ -36,7 +36,7 @@ class RetrainSettings(Section):
         0.1,
         ge=0.0,
         le=1.0,
-        description="The same limit for a window holding a single series (one entity, or none): with no other machines to compare with, alerting on more than this share (ten times the usual 1% target) is taken as a fault or an attack, not a state to learn. A slow drift starts a retrain (on drift) well before it alerts this much.",
+        description="The limit for a window that is one series (one entity holds 90% of it; events without an entity are one): with no other machines to compare with, alerting on more than this share (ten times the usual 1% target) is taken as a fault or an attack, not a state to learn. Never looser than max_alerted_fraction. A slow drift starts a retrain (on drift) well before it alerts this much; a lasting step of the series stays refused: retrain by hand (docs/drift-and-retraining.md).",
     )
     holdout_fraction: float = Field(
         0.2,

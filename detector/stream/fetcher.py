@@ -35,7 +35,7 @@ from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from detector.errors import DetectorError
-from detector.pipeline.batches import Records
+from detector.records import Records
 from detector.settings import KafkaSettings
 from detector.stream.clients import make_consumer
 from detector.stream.delivery import consumer_overrides

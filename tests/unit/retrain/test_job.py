@@ -71,6 +71,47 @@ def test_one_series_alerting_on_a_fifth_of_its_window_is_refused_a_fleet_is_not(
         assert out.figures.get("refusal") is None and out.outcome == "promoted", out.reason
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["no_entity", "one_stray_row_of_another", "none_and_empty_alike"],
+)
+def test_a_single_series_is_judged_as_one_however_its_entities_are_spelled(
+    tmp_path: Path, case: str
+) -> None:
+    # Given 2000 rows of one series, 20% alerted: without an entity, with one stray row of
+    # another machine, or with its entity spelled None and "" (both mean "no entity")
+    rows = window(mixture_sample(2000, seed=7))
+    entity = {"no_entity": None, "one_stray_row_of_another": "m1", "none_and_empty_alike": None}
+    rows = [
+        SampleRow(r.values, entity[case], r.event_time_ms, i % 5 == 0, r.model_version)
+        for i, r in enumerate(rows)
+    ]
+    if case == "one_stray_row_of_another":
+        rows[-1] = SampleRow(rows[-1].values, "m2", rows[-1].event_time_ms, False, "v")
+    if case == "none_and_empty_alike":
+        rows = [
+            SampleRow(r.values, "" if i % 2 else None, r.event_time_ms, r.alerted, "v")
+            for i, r in enumerate(rows)
+        ]
+    # When the job runs; Then it is refused under the single-series limit
+    out = retrain_once(settings(tmp_path), window=rows)
+    assert (out.outcome, out.figures["refusal"]) == ("refused", "mostly_anomalies")
+    assert "max_alerted_fraction_one_series" in (out.reason or "")
+
+
+def test_the_single_series_limit_never_loosens_the_window_limit(tmp_path: Path) -> None:
+    # Given max_alerted_fraction set below the single-series limit
+    s = small_settings(
+        registry={"path": str(tmp_path)},
+        retrain={"min_samples": 1000, "max_alerted_fraction": 0.05},
+    )
+    # When one series with 8% of its window alerted is retrained from
+    out = retrain_once(s, window=window(mixture_sample(2000, seed=8), alerted=0.08))
+    # Then the tighter of the two refuses it
+    assert (out.outcome, out.figures["refusal"]) == ("refused", "mostly_anomalies")
+    assert "retrain.max_alerted_fraction 5%" in (out.reason or "")
+
+
 def test_a_constant_feature_is_refused(tmp_path: Path) -> None:
     x = mixture_sample(2000, seed=3)
     x[:, 2] = 4.2

@@ -253,3 +253,18 @@ def test_a_message_batch_reads_values_now_and_other_columns_when_asked(topic: st
     assert list(batch.timestamps_ms) == [1005, 1007, 1006, 1008, 1007]
     assert batch.keys[1:3] == [b"k7", b"k6"]
     assert len(batch) == len(batch.keys) == 5
+
+
+def test_a_message_batch_of_several_topics_keys_offsets_by_topic_and_partition() -> None:
+    # Given a pattern subscription's batch: two topics with the same partition numbers
+    spec = [("a", 0, 5), ("b", 0, 90), ("a", 0, 6), ("b", 1, 3), ("b", 0, 91)]
+    messages = [FakeMessage(t, p, o, b"v") for t, p, o in spec]
+    # When they become a batch without a single topic
+    batch = confluent.MessageBatch(messages, None)
+    # Then each (topic, partition) commits past its own last record
+    assert batch.next_offsets == {
+        TopicPartition("a", 0): 7,
+        TopicPartition("b", 0): 92,
+        TopicPartition("b", 1): 4,
+    }
+    assert list(batch.topics) == ["a", "b", "a", "b", "b"]

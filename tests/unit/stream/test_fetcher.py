@@ -328,3 +328,15 @@ def test_a_connection_reset_in_the_kafka_client_is_reported_not_taken_for_the_se
     assert "the fetch process failed" in stderr and "ConnectionResetError" in stderr
     to_child.close()
     from_child.close()
+
+
+def test_the_fetch_process_starts_without_the_model_stack() -> None:
+    # Given a fresh interpreter; When it imports the fetch process's entry module
+    code = (
+        "import sys, detector.stream.fetch_process; "
+        "print(','.join(m for m in ('sklearn', 'scipy', 'detector.pipeline') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Then neither scikit-learn, scipy nor the pipeline were loaded (each child start
+    # would pay for them in memory and seconds)
+    assert out.stdout.strip() == ""
