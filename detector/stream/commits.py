@@ -11,6 +11,7 @@ talks to the session's fetcher and producer, and keeps /readyz's commit age.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ from detector.stream.delivery import Transactions
 from detector.stream.fetcher import Fetcher
 from detector.stream.offsets import OffsetBook
 from detector.stream.transport import Serve, no_serve
+
+log = logging.getLogger(__name__)
 
 # After a failed async commit its offsets go into the next one, sent no sooner than this.
 COMMIT_RETRY_S = 1.0
@@ -92,11 +95,32 @@ class Committer:
             return
         self.offsets.collect_acknowledged()
         now = time.monotonic()
+        if self._stalled(now):
+            self.wait_oldest()  # answered meanwhile, or raises: the session restarts
+            return
         if now >= self._next_commit and (taken := self.offsets.take_acknowledged()):
             offsets, since = taken
             self.offsets.commit_sent(self._commit(offsets, sync=False), offsets, since)
             self._next_commit = now + self.settings.kafka.commit_interval_ms / 1000.0
         self.health.uncommitted_since = self.offsets.uncommitted_since()
+
+    def _stalled(self, now: float) -> bool:
+        """The oldest batch still has sends without an answer, a request timeout after it
+        was processed. A client should have answered or failed them by then; librdkafka's
+        idempotent producer, after a broker hang, was seen holding them unanswered for
+        over 90 s (its message.timeout.ms is 5 min), the loop committing nothing
+        meanwhile. One more request timeout, then a new session with a new producer."""
+        if not self.offsets.pending:
+            return False
+        age_s = now - self.offsets.pending[0].processed_at
+        if age_s <= self.settings.kafka.request_timeout_ms / 1000.0:
+            return False
+        log.warning(
+            "sends of a batch processed %.0f s ago are still unanswered (kafka."
+            "request_timeout_ms); waiting one more timeout before a new session",
+            age_s,
+        )
+        return True
 
     def take_results(self) -> None:
         """Async commits the broker answered: a failed one goes back into the next commit."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from detector.stream.offsets import Pending
 from detector.stream.service import DetectorService, commit_overdue_s
@@ -92,3 +95,54 @@ def test_a_failed_commit_is_retried_with_the_next_and_never_moves_backwards(tmp_
 def test_overdue_is_the_commit_interval_plus_the_request_timeout() -> None:
     settings = small_settings(kafka={"commit_interval_ms": 250, "request_timeout_ms": 4000})
     assert commit_overdue_s(settings) == 4.25
+
+
+class Unanswered:
+    """A send the client never answers; ``get`` fails as a client's timeout does, or is
+    answered during the wait when ``answer_on_wait``."""
+
+    def __init__(self, answer_on_wait: bool = False) -> None:
+        self.is_done = False
+        self.answer_on_wait = answer_on_wait
+        self.waited: list[float | None] = []
+
+    def failed(self) -> bool:
+        return False
+
+    def get(self, timeout: float | None = None) -> None:
+        self.waited.append(timeout)
+        if not self.answer_on_wait:
+            raise KafkaTimeoutError(f"not acknowledged within {timeout} s")
+        self.is_done = True
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["never_answered", "answered_late"])
+def test_a_send_unanswered_past_the_request_timeout_ends_the_session(
+    tmp_path, answered: bool
+) -> None:
+    # Given a batch processed longer ago than kafka.request_timeout_ms, its send unanswered
+    fetcher = CommitLog()
+    service = service_with(fetcher, tmp_path)
+    timeout_s = service.settings.kafka.request_timeout_ms / 1000.0
+    send = Unanswered(answer_on_wait=answered)
+    service.offsets.pending.append(Pending({TP0: 10}, [send], time.monotonic() - timeout_s - 1))
+    if not answered:
+        # When the loop turns, Then it waits one more timeout and gives up on the session
+        with pytest.raises(KafkaTimeoutError):
+            service.commits.ready()
+        assert send.waited == [timeout_s] and fetcher.commits == []
+    else:
+        # When the answer comes during that wait, Then the batch is committed as usual
+        service.commits.ready()
+        assert send.waited == [timeout_s] and fetcher.commits == [({TP0: 10}, False)]
+
+
+def test_a_recent_unanswered_send_is_left_to_the_client(tmp_path) -> None:
+    # Given a batch processed just now, its send not answered yet
+    fetcher = CommitLog()
+    service = service_with(fetcher, tmp_path)
+    send = Unanswered()
+    service.offsets.pending.append(Pending({TP0: 10}, [send]))
+    # When the loop turns, Then it neither waits nor commits
+    service.commits.ready()
+    assert send.waited == [] and fetcher.commits == []
