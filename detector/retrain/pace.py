@@ -4,11 +4,12 @@ The retrainer fits on the samples of the last ``retrain.window_max_age_s`` of ev
 (at most ``retrain.window_max_samples``), and refuses below ``retrain.min_samples``. A
 stream of ``r`` events/s sampled at ``drift.sample_rate`` puts about
 ``sample_rate * r * window_max_age_s`` samples in that window (at most
-``drift.max_samples_per_batch`` per batch; alerted rows are sampled too, flagged). At the 1% default a fleet of 5,000 events/s fills the
-50,000-row window in under 20 minutes, but a sensor reporting once a minute gives about
-100 samples a week: retraining would never fire. ``pace`` says which case a stream is in
-and the rate that fills the window within its age; the backtest reports it, and the
-docs tell users to set ``drift.sample_rate`` from it.
+``drift.max_samples_per_batch`` per batch; alerted rows are sampled too, flagged). At the
+1% default a fleet of 5,000 events/s fills the 50,000-row window in under 20 minutes, but
+a sensor reporting once a minute gives about 100 samples a week: retraining would never
+fire. ``pace`` says which case a stream is in and the rate that fills the window within
+its age; the backtest reports it, and the docs tell users to set ``drift.sample_rate``
+from it.
 """
 
 from __future__ import annotations

@@ -71,18 +71,18 @@ def build_alert(
     model_version: str,
     feature_names: tuple[str, ...],
     missing: np.ndarray | None = None,
-    detected_ms: float | None = None,
     suppressed_count: int = 0,
     detected_at: str | None = None,
 ) -> dict[str, Any]:
     """The alert document for row ``i`` of a scored batch.
 
-    ``detected_at`` is ``detected_ms`` already formatted (a batch formats it once).
+    ``detected_at``: the detection time, formatted (a batch formats its own once); None
+    is now.
     """
     ll = float(result.log_likelihood[i])
     pct = float(result.percentile[i])
     if detected_at is None:
-        detected_at = format_time_ms(detected_ms if detected_ms is not None else time.time() * 1e3)
+        detected_at = format_time_ms(time.time() * 1000.0)
     event_ms = event_time_ms if event_time_ms is not None else source.timestamp_ms
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -2,9 +2,10 @@
 
 Every record needs its value (parsing) and the batch needs each partition's last offset
 (the commit: one partition read per record finds it). The other columns (offsets,
-timestamps, keys) are read record by record, for the few that become alerts or dead
-letters, or when an event carries no time of its own. Reading all of them up front was a method call per
-record and column: 0.4 of the 0.7 us per event the confluent poll took at 150k events/s.
+timestamps, keys) are read record by record, for the few records that become alerts or
+dead letters, or when an event carries no time of its own. Reading all of them up front
+was a method call per record and column: the poll stage took 0.74-0.84 us per event in
+``bench.transports`` before, 0.56-0.71 after.
 """
 
 from __future__ import annotations
@@ -64,17 +65,11 @@ class MessageBatch:
         # Messages of a partition arrive in offset order: the last one wins. One read per
         # record (its partition); the last record's index per partition is found in C.
         self.partitions: Sequence[int] = [m.partition() for m in messages]
-        if topic is not None:
-            last = dict(zip(self.partitions, range(len(messages)), strict=True))
-            self.next_offsets = {
-                TopicPartition(topic, p): messages[i].offset() + 1 for p, i in last.items()
-            }
-        else:
-            where = zip(self.topics, self.partitions, strict=True)
-            pairs = dict(zip(where, range(len(messages)), strict=True))
-            self.next_offsets = {
-                TopicPartition(t, p): messages[i].offset() + 1 for (t, p), i in pairs.items()
-            }
+        where = zip(self.topics, self.partitions, strict=True)
+        last = dict(zip(where, range(len(messages)), strict=True))
+        self.next_offsets = {
+            TopicPartition(t, p): messages[i].offset() + 1 for (t, p), i in last.items()
+        }
         self.fetch_seconds = fetch_seconds
         self.offsets: Sequence[int] = LazyColumn(messages, methodcaller("offset"))
         self.timestamps_ms: Sequence[int] = LazyColumn(messages, _timestamp_ms)
