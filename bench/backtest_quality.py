@@ -166,10 +166,14 @@ def run_synthetic(settings: Settings) -> list[dict[str, Any]]:
     rate = paced(settings, rest)
     inv = level_invariant(rate, list(FEATURES))
     inv_bundle = train_first(inv, stream.part(0, k))
+    # ...and those forms relative to the other machines (features.temporal_peer).
+    peer = level_invariant(rate, list(FEATURES), peer=True)
+    peer_bundle = train_first(peer, stream.part(0, k))
     return [
         compare("synthetic fleet", rest, bundle, settings),
         compare("synthetic fleet, paced", rest, bundle, rate),
         compare("synthetic fleet, level-invariant, paced", rest, inv_bundle, inv),
+        compare("synthetic fleet, level-invariant against peers, paced", rest, peer_bundle, peer),
     ]
 
 

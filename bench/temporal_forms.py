@@ -4,8 +4,8 @@
 
 Trains on the first 30% of ``detector synthetic``'s fleet (8 machines, offsets, daily
 cycle, slow drift, a fleet-wide level shift at 75%, 24 labelled faults) and scores the rest
-with that one model: the raw values (defaults), and the diff / std / dev forms with the
-raw level left out. Prints the alert rate on normal rows overall and per tenth, where the
+with that one model: the raw values (defaults), the diff / std / dev forms with the raw
+level left out, and those forms relative to the other machines (``features.temporal_peer``). Prints the alert rate on normal rows overall and per tenth, where the
 false alerts fall (events after a fault's end), and the recall of fault rows. The figures
 in docs/temporal-features.md come from here.
 """
@@ -46,6 +46,7 @@ def main() -> None:
     variants = {
         "raw values (default)": defaults,
         "diff, std, dev; raw left out": level_invariant(defaults, FEATURES),
+        "the same against peers (temporal_peer)": level_invariant(defaults, FEATURES, peer=True),
     }
     for name, s in variants.items():
         data = rows

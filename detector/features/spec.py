@@ -37,6 +37,7 @@ class FeatureSpec:
     # Which temporal forms, and the baseline's half-life of the ``dev`` form.
     temporal_forms: tuple[str, ...] = DEFAULT_FORMS
     temporal_halflife_events: float = DEFAULT_HALFLIFE_EVENTS
+    temporal_peer: bool = False  # relative to the other entities (features.temporal_peer)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Bundles pickled before a field existed load with its default (format upgrades).
@@ -47,6 +48,7 @@ class FeatureSpec:
                 "temporal": {},
                 "temporal_forms": DEFAULT_FORMS,
                 "temporal_halflife_events": DEFAULT_HALFLIFE_EVENTS,
+                "temporal_peer": False,
                 **state,
             }
         )
@@ -55,7 +57,10 @@ class FeatureSpec:
     def temporal_plan(self) -> TemporalPlan:
         """What the temporal state must derive for this model (empty: no temporal features)."""
         return TemporalPlan(
-            dict(self.temporal), tuple(self.temporal_forms), self.temporal_halflife_events
+            dict(self.temporal),
+            tuple(self.temporal_forms),
+            self.temporal_halflife_events,
+            self.temporal_peer,
         )
 
     def __post_init__(self) -> None:
@@ -105,6 +110,7 @@ class FeatureSpec:
             "temporal": dict(self.temporal),
             "temporal_forms": list(self.temporal_forms),
             "temporal_halflife_events": self.temporal_halflife_events,
+            "temporal_peer": self.temporal_peer,
         }
 
     @classmethod
@@ -118,6 +124,7 @@ class FeatureSpec:
             temporal_halflife_events=float(
                 data.get("temporal_halflife_events", DEFAULT_HALFLIFE_EVENTS)
             ),
+            temporal_peer=bool(data.get("temporal_peer", False)),
         )
 
 
@@ -228,6 +235,7 @@ def infer_spec(
         temporal=dict(plan.windows),
         temporal_forms=plan.forms,
         temporal_halflife_events=plan.halflife_events,
+        temporal_peer=plan.peer,
     )
 
 

@@ -16,6 +16,14 @@ the whole fleet moves none of them for long (``dev`` for about its half-life), s
 does not flood alerts, while a spike, a stuck sensor, a fast ramp or broken correlations
 between an entity's sensors still do.
 
+With ``features.temporal_peer`` (a fleet) every derived value is taken relative to the
+other machines: minus the median of the same feature's latest value over the last
+``PEER_ENTITIES`` other entities seen. A change the whole fleet shares at once (a level
+shift, a common cycle) cancels out within about one round of reports, where alone each
+entity's ``dev`` and ``std`` would show it for its half-life and its window; one machine's
+fault stands out from its peers. Until ``MIN_PEERS`` others have reported (a new service,
+after a rebalance) the derived values are missing, as in warm-up.
+
 A sensor stuck at a plausible value has a rolling std of zero; a slow drift moves the
 rolling mean away from where the entity's other sensors say it should be, with N times less
 noise than a single reading. The same ``TemporalState`` computes them in training (rows
@@ -38,11 +46,17 @@ from typing import Any
 
 import numpy as np
 
+from detector.errors import DataError
+
 FORMS = ("diff", "mean", "std", "dev")
 DEFAULT_FORMS = ("diff", "mean", "std")
 DEFAULT_HALFLIFE_EVENTS = 30.0
-# A warm baseline moves by at most this many typical deviations per event (see _follow).
+# A value beyond this many typical deviations does not move a warm baseline (see _follow).
 CLIP_SCALES = 4.0
+# features.temporal_peer: compared with the latest values of this many other entities, and
+# with no fewer than MIN_PEERS of them (a median of fewer is one machine's own noise).
+PEER_ENTITIES = 15
+MIN_PEERS = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class TemporalPlan:
     windows: Mapping[str, int] = field(default_factory=dict)
     forms: tuple[str, ...] = DEFAULT_FORMS
     halflife_events: float = DEFAULT_HALFLIFE_EVENTS
+    peer: bool = False  # each derived value minus the other entities' median (a fleet)
 
     def __bool__(self) -> bool:
         return bool(self.windows)
@@ -72,11 +87,12 @@ class TemporalPlan:
 
     def describe(self, name: str) -> str | None:
         """How a derived column is computed, for the column table; None if not derived."""
+        peers = ", minus the other entities' median" if self.peer else ""
         for f in self.windows:
             if name in self.names_of(f):
                 if name == f"{f}__dev":
-                    return f"temporal feature of {f} (minus its baseline, half-life {self.halflife_events:g} events)"
-                return f"temporal feature of {f} (last {self.windows[f]} events)"
+                    return f"temporal feature of {f} (minus its baseline, half-life {self.halflife_events:g} events{peers})"
+                return f"temporal feature of {f} (last {self.windows[f]} events{peers})"
         return None
 
 
@@ -102,6 +118,8 @@ class TemporalState:
         self.max_entities = max_entities
         self._state: OrderedDict[str, dict[str, deque[float]]] = OrderedDict()
         self._baseline: dict[str, dict[str, float]] = {}
+        # features.temporal_peer: the latest derived values of the entities seen last.
+        self._peers: OrderedDict[str, dict[str, float]] = OrderedDict()
         self.warmup_rows = 0
         self.evictions = 0  # entities forgotten to stay within max_entities (they warm up again)
 
@@ -112,6 +130,7 @@ class TemporalState:
         """Forget everything (after a rebalance): entities warm up again."""
         self._state.clear()
         self._baseline.clear()
+        self._peers.clear()
 
     def augment(
         self, entities: Sequence[str | None], rows: Sequence[Mapping[str, Any]]
@@ -168,7 +187,7 @@ class TemporalState:
             if ok:
                 buf.append(float(value))  # type: ignore[arg-type]
                 # The deviation is from the baseline of the values before this one.
-                before = self._follow(baseline, f, float(value), warm=len(buf) >= n)  # type: ignore[arg-type]
+                before = self._follow(baseline, f, buf, warm=len(buf) >= n)
             if not ok or len(buf) < n:
                 warming = True
                 derived.update(dict.fromkeys(spelled.values()))
@@ -182,38 +201,81 @@ class TemporalState:
                 derived[spelled["std"]] = float(values.std())
             if "dev" in spelled:
                 derived[spelled["dev"]] = float(values[-1] - before)
+        if self.plan.peer and self._against_peers(key, derived):
+            warming = True
         if warming:
             self.warmup_rows += 1
         return derived
 
-    def _follow(self, baseline: dict[str, float], f: str, value: float, warm: bool) -> float:
-        """Move f's baseline towards ``value``; return the baseline before the move.
+    def _against_peers(self, key: str, derived: dict[str, Any]) -> bool:
+        """Make ``derived`` relative to the other entities' latest values, in place.
 
-        A robust (clipped) exponentially weighted mean: once warm, a step moves the level
-        by at most CLIP_SCALES times the typical deviation, so a short fault barely
-        shifts the baseline and its end is not followed by a long echo of false alerts.
-        A lasting level shift is still absorbed: every clipped step widens the typical
-        deviation, and once the values have stayed beyond the bound on the same side for
-        longer than the half-life the clip is lifted (a new level, not a fault). Without
-        that, a series that had been constant (typical deviation near 0) took over a
-        thousand events to accept any new level.
+        Returns True when a value is left missing for want of MIN_PEERS peers.
         """
+        own = {name: v for name, v in derived.items() if v is not None}
+        short = False
+        others = [p for e, p in self._peers.items() if e != key]
+        for name, v in own.items():
+            values = sorted([p[name] for p in others if name in p])
+            h = len(values) // 2
+            if len(values) < MIN_PEERS:
+                derived[name], short = None, True
+            else:
+                median = values[h] if len(values) % 2 else 0.5 * (values[h - 1] + values[h])
+                derived[name] = v - median
+        self._peers[key] = own
+        self._peers.move_to_end(key)
+        if len(self._peers) > PEER_ENTITIES + 1:  # the entity itself and PEER_ENTITIES others
+            self._peers.popitem(last=False)
+        return short
+
+    def _follow(
+        self, baseline: dict[str, float], f: str, window: deque[float], warm: bool
+    ) -> float:
+        """Move f's baseline towards the newest value of ``window``; return it before the move.
+
+        A robust exponentially weighted mean: once warm, a value beyond CLIP_SCALES typical
+        deviations starts a run, and until a value comes back across the level, the run's
+        values move neither the level nor the typical deviation. So a fault shorter than
+        the half-life leaves the baseline where it was, and its end is not followed by an
+        echo of false alerts while the baseline finds its way back. A lasting level shift
+        is still absorbed: once a run outlasts the half-life (a new level, not a fault),
+        the level jumps to the mean of the window's values of that run, after the same
+        number of events for every entity of a fleet that shifted together. Before, each
+        clipped value moved the level a little and widened the bound: a 20-event fault
+        displaced the baseline by about 3 noise sigmas (alerts for ~50 events after it),
+        and a fleet's machines accepted a shared shift at scattered times.
+        """
+        value = window[-1]
         level = baseline.get(f)
         if level is None:
-            baseline[f], baseline[f + "\0scale"], baseline[f + "\0run"] = value, 0.0, 0.0
+            baseline[f], baseline[f + "\0run"] = value, 0.0
+            baseline[f + "\0scale"] = baseline[f + "\0weight"] = 0.0
             return value
-        scale, run = baseline[f + "\0scale"], baseline[f + "\0run"]
+        scale, run, weight = (
+            baseline[f + "\0scale"],
+            baseline[f + "\0run"],
+            baseline[f + "\0weight"],
+        )
         d = value - level
-        bound = CLIP_SCALES * scale if warm and scale > 0.0 else math.inf
-        if abs(d) <= bound:
-            run = 0.0
-        elif (d > 0) == (run > 0):
-            run += 1.0 if d > 0 else -1.0
-        else:
-            run = 1.0 if d > 0 else -1.0
-        c = d if abs(run) > self.plan.halflife_events else min(max(d, -bound), bound)
-        baseline[f] = level + self._alpha * c
-        baseline[f + "\0scale"] = scale + self._alpha * (abs(c) - scale)
+        # The typical deviation, bias-corrected: an average started at 0 with weight alpha
+        # per value would read about a fifth of the truth after 10 values, and a bound that
+        # tight froze every new baseline (a flood after each start and rebalance).
+        typical = scale / weight if weight > 0.0 else 0.0
+        bound = CLIP_SCALES * typical if warm and typical > 0.0 else math.inf
+        if (d > 0) != (run > 0):
+            run = 0.0  # back across the level: whatever it was is over
+        if run == 0.0 and abs(d) <= bound:  # an ordinary value
+            baseline[f] = level + self._alpha * d
+            baseline[f + "\0scale"] = scale + self._alpha * (abs(d) - scale)
+            baseline[f + "\0weight"] = weight + self._alpha * (1.0 - weight)
+            baseline[f + "\0run"] = 0.0
+            return level
+        # Beyond the bound, or on the side of a run in progress: the level waits.
+        run += 1.0 if d > 0 else -1.0
+        if abs(run) > self.plan.halflife_events:
+            recent = list(window)[-int(abs(run)) :]
+            baseline[f], run = sum(recent) / len(recent), 0.0
         baseline[f + "\0run"] = run
         return level
 
@@ -224,21 +286,26 @@ def augment_offline(
     times: Sequence[Any] | None,
     windows: TemporalPlan | Mapping[str, int],
 ) -> tuple[list[dict[str, Any]], int]:
-    """Derived features for a file: per entity in time order, returned in the file's order.
+    """Derived features for a file, computed in event-time order, returned in the file's order.
 
     Ties and missing times keep file order (a stable sort), as a stream keeps arrival order.
+    Each entity's values depend only on its own rows in that order; with peers
+    (``features.temporal_peer``) also on the others' latest, as the stream sees them.
     """
     n = len(rows)
     ents: Sequence[str | None] = entities if entities is not None else [None] * n
-    order = sorted(
-        range(n),
+    plan = as_plan(windows)
+    if plan.peer and n:
         # (None and "" are one series, as in the stream's state)
-        key=lambda i: (
-            str(ents[i]) if ents[i] is not None else "",
-            sortable_time(times[i]) if times is not None else 0.0,
-        ),
-    )
-    state = TemporalState(windows, max_entities=max(1, len(set(ents))))
+        distinct = len({e if e is not None else "" for e in ents})
+        if distinct <= MIN_PEERS:
+            raise DataError(
+                f"features.temporal_peer compares each entity with at least {MIN_PEERS} "
+                f"others; the data has {distinct} entit{'y' if distinct == 1 else 'ies'} "
+                "(set features.temporal_peer = false, or name the entity column)"
+            )
+    order = sorted(range(n), key=lambda i: sortable_time(times[i]) if times is not None else 0.0)
+    state = TemporalState(plan, max_entities=max(1, len(set(ents))))
     augmented = state.augment([ents[i] for i in order], [rows[i] for i in order])
     out: list[dict[str, Any]] = [{}] * n
     for pos, i in enumerate(order):

@@ -49,13 +49,15 @@ MIN_ENTITIES = 4
 BAND_SE = 3.0
 
 
-def level_invariant(settings: Settings, numeric: Sequence[str]) -> Settings:
-    """``settings`` with the level-invariant forms of ``numeric`` instead of raw levels."""
+def level_invariant(settings: Settings, numeric: Sequence[str], peer: bool = False) -> Settings:
+    """``settings`` with the level-invariant forms of ``numeric`` instead of raw levels
+    (with ``peer``, relative to the other entities: features.temporal_peer)."""
     features = settings.features.model_copy(
         update={
             "temporal": dict.fromkeys(numeric, AUTO_WINDOW),
             "temporal_forms": list(LEVEL_INVARIANT_FORMS),
             "temporal_raw": False,
+            "temporal_peer": peer,
         }
     )
     return settings.model_copy(update={"features": features})

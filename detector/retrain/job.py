@@ -7,20 +7,18 @@
    ``max_alerted_fraction_one_series`` when one entity holds the window), or a constant
    feature. The current model stays.
 3. Split by event time: the newest ``holdout_fraction`` validates, the rest trains; the
-   alerted rows of a machine alerting far more than the others are in neither
-   (``detector.retrain.faulty``: its lasting fault must not become normal).
+   alerted rows of a machine alerting far more than the others, and a run of one machine's
+   alerts the fleet does not share, are in neither (``detector.retrain.faulty``: a
+   machine's fault, lasting or short, must not become normal).
 4. Fit with the same code as ``detector train`` (BIC grid, calibration split,
    thresholds), then trim: rows whose log-likelihood under that first fit falls below
    Tukey's far-out fence (Q1 - 3 IQR of the log-likelihoods) are taken as anomalies
    and the chosen (K, covariance) is refit without them, so the anomalies in the window
    do not become "normal" and do not drag the thresholds down.
-5. Gate: on the holdout (inside the same fence) the candidate's warning alert rate must be
-   within tolerance of the target (at least 3 standard errors of the difference between
-   the holdout's rate, over its effective number of rows since sensor series are
-   autocorrelated (``design_effect``), and the threshold's own, read from the candidate's
-   calibration rows), and its mean log-likelihood (in feature units, so
-   models with different scalers compare) may trail the current model's by at most
-   ``max_worse_margin``. A candidate that fails is published as rejected, with the reason.
+5. Gate (``detector.retrain.gate``): on the holdout the candidate's alert rate must be near
+   the target (and, while the current model holds the target there, nearer than its), and
+   its log-likelihood may trail the current model's by at most ``max_worse_margin``. A
+   candidate that fails is published as rejected, with the reason.
 
 Two retrainers at once: a non-blocking lock on the registry makes the second one stop
 with outcome ``busy``; publishing is atomic, so a crash leaves CURRENT untouched.
@@ -46,7 +44,8 @@ from detector.model.scorer import Scorer
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
 from detector.registry.topic import open_registry
-from detector.retrain.faulty import faulty_entities, one_series_window, usual_value, without_faults
+from detector.retrain.faulty import faulty_entities, learnable, one_series_window, usual_value
+from detector.retrain.gate import validate
 from detector.retrain.window import SampleRow, read_window
 from detector.settings import Settings
 
@@ -55,14 +54,6 @@ log = logging.getLogger(__name__)
 # Tukey's "far out" fence: for Gaussian data it trims well under 1% of normal rows, while
 # an event several standard deviations out on any feature falls far beyond it.
 TUKEY_FAR_OUT = 3.0
-# The gate's alert-rate check is never tighter than this many standard errors of the
-# holdout's alert rate (binomial, widened by the holdout's design effect).
-RATE_CHECK_SIGMAS = 3.0
-# The lag-1 autocorrelation taken into the design effect is capped here: (1 + 0.9) / (1 -
-# 0.9) = 19, a series whose neighbouring rows are that alike still says something.
-MAX_LAG1_AUTOCORRELATION = 0.9
-# Fewer consecutive same-entity pairs than this estimate no autocorrelation (deff 1).
-MIN_PAIRS = 10
 
 
 @dataclass
@@ -127,15 +118,6 @@ def check_window(
             )
 
 
-def in_feature_units(bundle: ModelBundle, log_likelihood: np.ndarray) -> np.ndarray:
-    """Log-likelihoods in the features' own units (the scaler's Jacobian added back).
-
-    Scores in standardized units are not comparable between models whose scalers
-    differ; the density of the unscaled features is.
-    """
-    return log_likelihood - float(np.sum(np.log(bundle.scaler.scale_)))
-
-
 def fit_robust(rows: list[dict[str, Any]], settings: Settings) -> tuple[ModelBundle, float, int]:
     """Train, trim rows beyond the fence under that fit, refit the chosen model on the rest."""
     first = train(rows, settings)
@@ -161,106 +143,6 @@ def fit_robust(rows: list[dict[str, Any]], settings: Settings) -> tuple[ModelBun
     final.summary["trimmed_rows"] = int((~keep).sum())
     final.summary["trim_fence_log_likelihood"] = fence
     return final, fence, int((~keep).sum())
-
-
-def design_effect(log_likelihood: np.ndarray, entities: list[str | None] | None) -> float:
-    """How many rows of this series carry the evidence of one independent row.
-
-    Sensor readings are autocorrelated: a pump's neighbouring readings, and so their
-    verdicts, are alike, and the variance of an alert rate over n such rows is that of
-    n / deff independent ones, deff = (1 + rho) / (1 - rho) for the lag-1 autocorrelation
-    rho of each entity's consecutive log-likelihoods (rows in event-time order; no
-    entities: one series). Pooled over entities, clipped to [0, MAX_LAG1_AUTOCORRELATION].
-    """
-    ll = np.asarray(log_likelihood, dtype=float)
-    if ll.size < 3:
-        return 1.0
-    keys = np.array(["" if e is None else e for e in entities]) if entities else np.zeros(ll.size)
-    _, k = np.unique(keys, return_inverse=True)
-    order = np.argsort(k, kind="stable")  # each entity's rows together, in time order
-    x, k = ll[order], k[order]
-    # Centred on each entity's own mean: the holdout's entities are the ones the thresholds
-    # were calibrated on, so an entity's level is no extra noise; its persistence is.
-    centred = x - (np.bincount(k, weights=x) / np.bincount(k))[k]
-    same = k[1:] == k[:-1]
-    denominator = float(np.sum(centred**2))
-    if same.sum() < MIN_PAIRS or denominator == 0.0:
-        return 1.0
-    rho = float(np.sum(centred[1:][same] * centred[:-1][same])) / denominator
-    rho *= ll.size / max(int(same.sum()), 1)  # per pair, not per row
-    rho = min(max(rho, 0.0), MAX_LAG1_AUTOCORRELATION)
-    return (1.0 + rho) / (1.0 - rho)
-
-
-def validate(
-    candidate: ModelBundle,
-    current: ModelBundle | None,
-    holdout: list[dict[str, Any]],
-    settings: Settings,
-    entities: list[str | None] | None = None,
-) -> tuple[bool, str | None, dict[str, Any]]:
-    """The gate: alert rate near target on presumed-normal holdout rows, and not worse.
-
-    ``entities``: each holdout row's entity (event-time order), for the design effect.
-    """
-    cfg = settings.retrain
-    cand = Scorer(candidate, settings.features)
-    res = cand.score(holdout)
-    fence = float(candidate.summary.get("trim_fence_log_likelihood", -np.inf))
-    inside = np.isfinite(res.log_likelihood) & (res.log_likelihood >= fence)
-    n = int(inside.sum())
-    target = candidate.thresholds.alert_rate
-    rate = float((res.severity[inside] > 0).mean()) if n else float("nan")
-    deff = design_effect(
-        res.log_likelihood[inside],
-        [entities[i] for i in np.flatnonzero(inside)] if entities else None,
-    )
-    # Two samples stand between the target and the holdout's rate: the calibration rows the
-    # threshold was read from (its true alert rate is itself uncertain) and the holdout.
-    n_cal = int(candidate.summary.get("rows", {}).get("calibration", 0))
-    variance = target * (1 - target) * (deff / max(n, 1) + (1 / n_cal if n_cal else 0.0))
-    allowed = max(cfg.alert_rate_tolerance * target, RATE_CHECK_SIGMAS * float(np.sqrt(variance)))
-    figures: dict[str, Any] = {
-        "holdout_rows": len(holdout),
-        "holdout_rows_inside_fence": n,
-        "holdout_design_effect": deff,
-        "calibration_rows": n_cal,
-        "target_alert_rate": target,
-        "candidate_alert_rate": rate,
-        "allowed_deviation": allowed,
-    }
-    kept = [holdout[i] for i in np.flatnonzero(inside)]
-    cand_ll = in_feature_units(candidate, res.log_likelihood[inside])
-    cand_mean = float(np.mean(cand_ll)) if kept else float("nan")
-    figures["candidate_mean_log_likelihood"] = cand_mean
-    if current is not None:
-        try:
-            cur = Scorer(current, settings.features).score(kept)
-            cur_ll = in_feature_units(current, cur.log_likelihood)
-            cur_ll = cur_ll[np.isfinite(cur_ll)]
-            figures["current_version"] = current.version
-            figures["current_mean_log_likelihood"] = float(cur_ll.mean()) if cur_ll.size else None
-            figures["current_alert_rate"] = float((cur.severity > 0).mean()) if kept else None
-        except DetectorError as exc:
-            figures["current_comparison_skipped"] = str(exc)
-    if n == 0:
-        return False, "no holdout rows to validate on", figures
-    if abs(rate - target) > allowed:
-        return (
-            False,
-            f"candidate alert rate {100 * rate:.2f}% on the holdout is outside target "
-            f"{100 * target:.2f}% +- {100 * allowed:.2f}%",
-            figures,
-        )
-    cur_mean = figures.get("current_mean_log_likelihood")
-    if cur_mean is not None and cand_mean < cur_mean - cfg.max_worse_margin:
-        return (
-            False,
-            f"candidate mean log-likelihood {cand_mean:.3f} on the holdout trails the current "
-            f"model's {cur_mean:.3f} by more than retrain.max_worse_margin = {cfg.max_worse_margin}",
-            figures,
-        )
-    return True, None, figures
 
 
 @contextmanager
@@ -348,6 +230,7 @@ def _run(
                 "temporal": dict(spec.temporal),
                 "temporal_forms": list(spec.temporal_forms),
                 "temporal_halflife_events": spec.temporal_halflife_events,
+                "temporal_peer": spec.temporal_peer,
                 "temporal_raw": all(f in spec.numeric for f in spec.temporal),
                 "temporal_auto": False,
             }
@@ -372,11 +255,10 @@ def _run(
     figures["alerted_fraction"] = sum(r.alerted for r in rows) / len(rows)
     faulty = faulty_entities(rows)
     figures["faulty_entities"] = sorted(faulty)
-    fit_part, hold_part = (
-        without_faults(rows[:-n_hold], faulty),
-        without_faults(rows[-n_hold:], faulty),
-    )
-    figures["faulty_rows_left_out"] = len(rows) - len(fit_part) - len(hold_part)
+    keep = learnable(rows, faulty)  # nor one machine's short fault (detector.retrain.faulty)
+    fit_part = [r for r, k in zip(rows[:-n_hold], keep, strict=False) if k]
+    hold_part = [r for r, k in zip(rows[-n_hold:], keep[-n_hold:], strict=True) if k]
+    figures["faulty_rows_left_out"] = keep.count(False)
     fit_rows = [r.values for r in fit_part]
     holdout = [r.values for r in hold_part]
     try:

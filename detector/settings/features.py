@@ -36,7 +36,10 @@ class FeatureSettings(Section):
     def temporal_plan(self) -> TemporalPlan:
         """The temporal features training derives (empty when features.temporal is)."""
         return TemporalPlan(
-            dict(self.temporal), tuple(self.temporal_forms), self.temporal_halflife_events
+            dict(self.temporal),
+            tuple(self.temporal_forms),
+            self.temporal_halflife_events,
+            self.temporal_peer,
         )
 
     numeric: list[str] | None = Field(
@@ -70,6 +73,10 @@ class FeatureSettings(Section):
         ge=1.0,
         le=1_000_000.0,
         description="Half-life, in the entity's events, of the baseline the dev form subtracts (an exponentially weighted mean): how fast a level shift stops counting as a deviation.",
+    )
+    temporal_peer: bool = Field(
+        False,
+        description="For a fleet of like machines: each temporal feature minus the median of the same feature's latest value over the last 15 other entities seen, so a change the whole fleet shares at once (a level shift, a common cycle) cancels out while one machine's fault stands out. Needs 4+ entities (training refuses fewer); until 3 others have reported (start, rebalance) the forms are missing, as in warm-up. Costs a median of up to 15 values per temporal feature per event.",
     )
     temporal_raw: bool = Field(
         True,

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from detector.demo.fleet import FEATURES, FLOW, FleetSpec, simulate
-from detector.features.temporal import augment_offline
+from detector.features.temporal import MIN_PEERS, augment_offline
 from detector.metrics import current
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
@@ -30,9 +30,15 @@ LEVEL_INVARIANT = {
     "temporal_raw": False,
     "temporal_halflife_events": 20.0,
 }
+# ...and those forms relative to the other pumps (features.temporal_peer).
+AGAINST_PEERS = {**LEVEL_INVARIANT, "temporal_peer": True}
 
 
-@pytest.mark.parametrize("forms", [{}, LEVEL_INVARIANT], ids=["default", "level_invariant"])
+@pytest.mark.parametrize(
+    "forms",
+    [{}, LEVEL_INVARIANT, AGAINST_PEERS],
+    ids=["default", "level_invariant", "against_peers"],
+)
 def test_service_alerts_with_temporal_features_equal_offline_scoring(
     broker, tmp_path: Path, forms: dict
 ) -> None:
@@ -88,6 +94,8 @@ def test_service_alerts_with_temporal_features_equal_offline_scoring(
     # (less with the raw flow left out: a sensor stuck at a plausible value is seen only by
     # its zero rolling std, 13 alerts measured; the raw level showed it against pressure)
     assert sum(a["entity"] == "pump-4" for a in alerts) >= (50 if not forms else 5)
-    warmups, rest = divmod(current(m.temporal_warmup), 6 * (WINDOWS["flow_m3_h"] - 1))
+    # (with peers, also the first MIN_PEERS pumps of the first warm step: too few peers yet)
+    per_start = 6 * (WINDOWS["flow_m3_h"] - 1) + (MIN_PEERS if forms.get("temporal_peer") else 0)
+    warmups, rest = divmod(current(m.temporal_warmup), per_start)
     assert rest == 0 and 1 <= warmups <= 1 + rebalances, (warmups, rebalances)
     assert current(service.metrics.events.labels("dead_lettered")) == 0

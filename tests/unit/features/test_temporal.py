@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from detector.demo.fleet import FEATURES, FLOW, PRES, FleetSpec, simulate
-from detector.features.temporal import FORMS, TemporalPlan, TemporalState, augment_offline
+from detector.features.temporal import (
+    FORMS,
+    MIN_PEERS,
+    TemporalPlan,
+    TemporalState,
+    augment_offline,
+)
 from detector.model.scorer import Scorer
 from detector.model.train import train
 from tests.unit.conftest import small_settings
@@ -15,20 +21,25 @@ from tests.unit.conftest import small_settings
 WINDOWS = {"flow_m3_h": 20, "pressure_bar": 20}
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["p1", "p2", "p3"]), st.one_of(st.none(), st.floats(-1e3, 1e3))),
+        st.tuples(
+            st.sampled_from(["p1", "p2", "p3", "p4", "p5"]),
+            st.one_of(st.none(), st.floats(-1e3, 1e3)),
+        ),
         max_size=80,
     ),
     st.integers(1, 10),
+    st.booleans(),
 )
-def test_training_and_streaming_compute_the_same_values(events, batch_size) -> None:
-    # Given events of three entities, interleaved, in arrival (= time) order
+def test_training_and_streaming_compute_the_same_values(events, batch_size, peer) -> None:
+    # Given events of up to five entities, interleaved, in arrival (= time) order
     rows = [{"x": v} for _, v in events]
     entities = [e for e, _ in events]
-    windows = TemporalPlan({"x": 3}, FORMS, halflife_events=4.0)
-    # When the offline path sorts per entity by time, and the stream sees them in batches
+    windows = TemporalPlan({"x": 3}, FORMS, halflife_events=4.0, peer=peer)
+    assume(not peer or len(set(entities)) > MIN_PEERS)
+    # When the offline path sorts them by time, and the stream sees them in batches
     offline, _ = augment_offline(rows, entities, list(range(len(rows))), windows)
     state = TemporalState(windows)
     streamed = []

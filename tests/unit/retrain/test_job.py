@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 from detector.model.train import train
 from detector.registry.store import ModelRegistry
-from detector.retrain.job import (
-    design_effect,
-    retrain_lock,
-    retrain_once,
-    tukey_fence,
-    validate,
-)
+from detector.retrain.gate import design_effect, validate
+from detector.retrain.job import retrain_lock, retrain_once, tukey_fence
 from detector.retrain.window import SampleRow, age_window
 from tests.unit.conftest import COV, MEANS, as_rows, mixture_sample, small_settings
 
@@ -331,3 +326,27 @@ def test_the_gate_passes_good_candidates_whatever_their_calibration_sample_drew(
     # Then (nearly) every one passes: the threshold's own sampling error is in the band
     rejected = [o for o in outcomes if not o[0]]
     assert len(rejected) <= 1, rejected
+
+
+def test_a_calibrated_model_is_replaced_only_by_a_closer_one() -> None:
+    # Given a model in service that holds the 1% target on the holdout, and two candidates
+    # fitted on the same distribution: one whose threshold reads tighter, one unchanged
+    s = small_settings(model={"n_components_max": 3, "covariance_types": ["full"]})
+    current = train(as_rows(mixture_sample(4_000, seed=31)), s)
+    holdout = as_rows(mixture_sample(4_000, seed=32))
+    _, _, cur = validate(current, None, holdout, s)
+    assert abs(cur["candidate_alert_rate"] - 0.01) <= cur["allowed_deviation"]
+    looser = train(as_rows(mixture_sample(4_000, seed=31)), s)
+    # (its warning threshold read at 1.6% of its calibration scores instead of 1%)
+    t = looser.thresholds
+    t.log_likelihood[0] = float(np.quantile(t.sorted_scores, 0.016))
+    # When the gate compares each with the current model
+    ok_same, _, _ = validate(current, current, holdout, s)
+    ok_looser, reason, figures = validate(looser, current, holdout, s)
+    # Then the one that alerts further from the target loses to the model in service,
+    # even inside the band it would pass alone; the current model passes against itself
+    assert ok_same
+    assert figures["candidate_alert_rate"] > figures["current_alert_rate"]
+    alone, _, _ = validate(looser, None, holdout, s)
+    assert alone and not ok_looser, figures
+    assert "further from target than the current model's" in (reason or "")
