@@ -264,6 +264,8 @@ class TemporalState:
         typical = scale / weight if weight > 0.0 else 0.0
         bound = CLIP_SCALES * typical if warm and typical > 0.0 else math.inf
         if (d > 0) != (run > 0):
+            if run and warm:
+                _forget(window, int(abs(run)), level, bound)
             run = 0.0  # back across the level: whatever it was is over
         if run == 0.0 and abs(d) <= bound:  # an ordinary value
             baseline[f] = level + self._alpha * d
@@ -278,6 +280,19 @@ class TemporalState:
             baseline[f], run = sum(recent) / len(recent), 0.0
         baseline[f + "\0run"] = run
         return level
+
+
+def _forget(window: deque[float], run: int, level: float, bound: float) -> None:
+    """Once a departure is over, the window keeps the level in place of its outlying values.
+
+    Otherwise for the N events after a fault the rolling std and the diff still hold the
+    fault's values, and those events alert (90% of them on the synthetic fleet): the
+    values after a fault are to be judged against the entity's normal, not against the
+    fault. The newest value (the one back across the level) is not part of the run.
+    """
+    for i in range(max(0, len(window) - 1 - run), len(window) - 1):
+        if abs(window[i] - level) > bound:
+            window[i] = level
 
 
 def augment_offline(

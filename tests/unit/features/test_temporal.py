@@ -173,3 +173,27 @@ def test_a_series_that_was_constant_accepts_a_new_level_within_a_few_half_lives(
     assert devs[3_000] == 10.0
     settled = next(i for i, d in enumerate(devs[3_000:]) if abs(d) < 3.0)
     assert settled < 5 * 30, settled
+
+
+def test_the_window_forgets_a_fault_once_it_is_over() -> None:
+    # Given one sensor with noise 0.5 around 40 and a 20-event fault 25 high at 400
+    rng = np.random.default_rng(4)
+    values = 40.0 + rng.normal(0, 0.5, 600)
+    values[400:420] += 25.0
+    plan = TemporalPlan({"t": 10}, ("diff", "std"), halflife_events=30.0)
+    out = TemporalState(plan).augment(["a"] * 600, [{"t": v} for v in values])
+    std = np.array([r["t__std10"] for r in out[10:]])
+    diff = np.array([r["t__diff"] for r in out[10:]])
+    usual_std = float(np.percentile(std[:380], 99))
+    usual_diff = float(np.percentile(np.abs(diff[:380]), 99))
+    # Then while it lasts the window holds it (std far above usual, a jump at its start)...
+    assert std[400 - 10 : 409 - 10].min() > 5 * usual_std
+    assert diff[400 - 10] > 20.0
+    # ...and once a value is back across the level (the first or second after the fault,
+    # by the noise's sign) the events after it see no fault in their window: neither the
+    # step down nor the fault's spread (all 10 used to)
+    back = next(i for i in range(420, 600) if std[i - 10] < 1.5 * usual_std)
+    after = slice(back - 10, 430 - 10)
+    assert back <= 422, back
+    assert std[after].max() < 1.5 * usual_std, std[after]
+    assert np.abs(diff[after]).max() < 1.5 * usual_diff, diff[after]
