@@ -164,3 +164,21 @@ def read_version_name(path: Path) -> str | None:
     if len(raw) > _CURRENT_MAX_BYTES or not VERSION_NAME.fullmatch(name):
         raise RegistryError(f"{path} does not hold a version name: {name[:60]!r}")
     return name
+
+
+def files_in_versions(versions_dir: Path, pattern: str) -> list[Path]:
+    """The files matching ``pattern`` inside each entry of ``versions_dir``.
+
+    A concurrent publisher may rename its staging directory between the listing and the
+    look inside it (a ``glob("*/...")`` then raised FileNotFoundError mid-publish): a
+    directory gone meanwhile has nothing to find.
+    """
+    found: list[Path] = []
+    if not versions_dir.is_dir():
+        return found
+    for child in list(versions_dir.iterdir()):
+        try:
+            found += child.glob(pattern)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found

@@ -49,6 +49,7 @@ from detector.registry.files import (
     _fsync_dir,
     _sha256,
     _write_durable,
+    files_in_versions,
     new_version_id,
     read_version_name,
     remove_stale,
@@ -221,9 +222,8 @@ class ModelRegistry:
         cutoff = time.time() - older_than_s
         with self._lock():
             candidates = list(self.root.glob(f".{CURRENT_FILE}.*.tmp"))
-            if self.versions_dir.is_dir():
-                candidates += self.versions_dir.glob(f"{STAGING_PREFIX}*")
-                candidates += self.versions_dir.glob(f"*/.{REJECTED_FILE}.*.tmp")
+            candidates += self.versions_dir.glob(f"{STAGING_PREFIX}*")  # none without the dir
+            candidates += files_in_versions(self.versions_dir, f".{REJECTED_FILE}.*.tmp")
             removed = remove_stale(candidates, cutoff)
         return removed
 

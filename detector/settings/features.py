@@ -76,7 +76,7 @@ class FeatureSettings(Section):
     )
     temporal_peer: bool = Field(
         False,
-        description="For a fleet of like machines: each temporal feature minus the median of the same feature's latest value over the last 15 other entities seen, so a change the whole fleet shares at once (a level shift, a common cycle) cancels out while one machine's fault stands out. Needs 4+ entities (training refuses fewer); until 3 others have reported (start, rebalance) the forms are missing, as in warm-up. Costs a median of up to 15 values per temporal feature per event.",
+        description="For a fleet of like machines: each temporal feature minus the median of the same feature's latest value over the last 15 other entities seen, so a change the whole fleet shares at once (a level shift, a common cycle) cancels out while one machine's fault stands out. Needs 4+ entities (training refuses fewer); until 3 others have reported (start, rebalance) the forms are missing, as in warm-up (detector_temporal_warmup_rows_total), so a replica whose partitions hold fewer than 4 entities never has them. Costs a median of up to 15 values per temporal feature per event.",
     )
     temporal_raw: bool = Field(
         True,
