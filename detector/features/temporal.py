@@ -42,6 +42,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,10 @@ DEFAULT_FORMS = ("diff", "mean", "std")
 DEFAULT_HALFLIFE_EVENTS = 30.0
 # A value beyond this many typical deviations does not move a warm baseline (see _follow).
 CLIP_SCALES = 4.0
+# The typical deviation's floor from the window's spread: half of what Gaussian noise gives
+# (mean absolute deviation / median absolute step = 0.798 / 0.954), a guard against a
+# frozen baseline, not an estimate (its noise over N values would widen the bound).
+SPREAD_TO_TYPICAL = 0.5 * 0.84
 # features.temporal_peer: compared with the latest values of this many other entities, and
 # with no fewer than MIN_PEERS of them (a median of fewer is one machine's own noise).
 PEER_ENTITIES = 15
@@ -214,7 +219,7 @@ class TemporalState:
         """
         own = {name: v for name, v in derived.items() if v is not None}
         short = False
-        others = [p for e, p in self._peers.items() if e != key]
+        others = [p for e, p in self._peers.items() if e != key][-PEER_ENTITIES:]
         for name, v in own.items():
             values = sorted([p[name] for p in others if name in p])
             h = len(values) // 2
@@ -262,11 +267,16 @@ class TemporalState:
         # per value would read about a fifth of the truth after 10 values, and a bound that
         # tight froze every new baseline (a flood after each start and rebalance).
         typical = scale / weight if weight > 0.0 else 0.0
+        if warm:
+            # ...and never below what the window's own spread says: an estimate taken
+            # while the values were flat (a quantized sensor at rest) would otherwise
+            # freeze the baseline for good, every later value starting a run.
+            typical = max(typical, SPREAD_TO_TYPICAL * _median_step(window))
         bound = CLIP_SCALES * typical if warm and typical > 0.0 else math.inf
-        if (d > 0) != (run > 0):
-            if run and warm:
+        if run and (d <= 0.0 if run > 0 else d >= 0.0):  # back across (or onto) the level:
+            if warm:  # the run is over, whatever it was
                 _forget(window, int(abs(run)), level, bound)
-            run = 0.0  # back across the level: whatever it was is over
+            run = 0.0
         if run == 0.0 and abs(d) <= bound:  # an ordinary value
             baseline[f] = level + self._alpha * d
             baseline[f + "\0scale"] = scale + self._alpha * (abs(d) - scale)
@@ -280,6 +290,16 @@ class TemporalState:
             baseline[f], run = sum(recent) / len(recent), 0.0
         baseline[f + "\0run"] = run
         return level
+
+
+def _median_step(window: deque[float]) -> float:
+    """The median absolute change between consecutive values of the window (one step in
+    it, a fault's start or end, does not move it)."""
+    steps = sorted(abs(b - a) for a, b in pairwise(window))
+    if not steps:
+        return 0.0
+    h = len(steps) // 2
+    return steps[h] if len(steps) % 2 else 0.5 * (steps[h - 1] + steps[h])
 
 
 def _forget(window: deque[float], run: int, level: float, bound: float) -> None:

@@ -124,7 +124,9 @@ def _choose(
     numeric = list(spec.numeric) + [f for f in settings.features.temporal if f not in spec.numeric]
     candidates = {"as configured": settings}
     if numeric:
-        candidates["level-invariant"] = level_invariant(settings, numeric)
+        candidates["level-invariant"] = level_invariant(
+            settings, numeric, settings.features.temporal_peer
+        )
     fit_idx = np.flatnonzero(~of_held & ~newest & normal).tolist()
     if len(fit_idx) < n // 4:
         return settings, {"chosen": "as configured", "why": "too few rows to validate"}, None

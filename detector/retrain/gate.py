@@ -5,8 +5,9 @@ be within tolerance of the target (at least ``RATE_CHECK_SIGMAS`` standard error
 difference between the holdout's rate, over its effective number of rows since sensor
 series are autocorrelated (``design_effect``), and the threshold's own, read from the
 candidate's calibration rows). While the current model itself still holds the target on
-that holdout, the candidate must hold it more closely: a retrain replaces a calibrated
-model only by a better one, not by one whose threshold drew a worse calibration sample.
+that holdout, the candidate must hold it at least as closely: a retrain replaces a
+calibrated model only by one as good, not by one whose threshold drew a worse calibration
+sample.
 And its mean log-likelihood (in feature units, so models with different scalers compare)
 may trail the current model's by at most ``retrain.max_worse_margin``.
 """
@@ -118,7 +119,10 @@ def validate(
             cur_ll = cur_ll[np.isfinite(cur_ll)]
             figures["current_version"] = current.version
             figures["current_mean_log_likelihood"] = float(cur_ll.mean()) if cur_ll.size else None
-            figures["current_alert_rate"] = float((cur.severity > 0).mean()) if kept else None
+            scored = np.isfinite(cur.log_likelihood)  # the rows its rate can speak for
+            figures["current_alert_rate"] = (
+                float((cur.severity[scored] > 0).mean()) if scored.any() else None
+            )
         except DetectorError as exc:
             figures["current_comparison_skipped"] = str(exc)
     if n == 0:
@@ -136,7 +140,8 @@ def validate(
         and abs(rate - target) > abs(cur_rate - target)
         and abs(cur_rate - target) <= allowed
     ):
-        # The model in service still holds the target here: only a closer one replaces it.
+        # The model in service still holds the target here: only a candidate at least as
+        # close replaces it (a tie keeps the model in service: nothing to gain by a swap).
         return (
             False,
             f"candidate alert rate {100 * rate:.2f}% on the holdout is further from target than the current model's {100 * cur_rate:.2f}%, which holds it",

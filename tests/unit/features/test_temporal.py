@@ -197,3 +197,16 @@ def test_the_window_forgets_a_fault_once_it_is_over() -> None:
     assert back <= 422, back
     assert std[after].max() < 1.5 * usual_std, std[after]
     assert np.abs(diff[after]).max() < 1.5 * usual_diff, diff[after]
+
+
+def test_a_quantized_sensor_that_started_flat_keeps_a_live_baseline() -> None:
+    # Given an integer-valued sensor that read exactly 20 for 40 events (its typical
+    # deviation learnt as ~0), then its usual noise (1.5) rounded to whole units
+    rng = np.random.default_rng(0)
+    values = [20.0] * 40 + [float(round(v)) for v in rng.normal(20, 1.5, 3_000)]
+    state = TemporalState(TemporalPlan({"t": 10}, ("std", "dev"), halflife_events=30.0))
+    out = state.augment(["a"] * len(values), [{"t": v} for v in values])
+    # Then the baseline does not freeze on that first estimate (every later value would
+    # start a run and be forgotten): the rolling std reads the sensor's real spread
+    stds = np.array([r["t__std10"] for r in out[-1_000:]])
+    assert 1.2 < stds.mean() < 1.7, stds.mean()

@@ -56,3 +56,14 @@ def test_a_faulty_machines_alerts_go_with_its_runs_and_a_single_series_keeps_its
     # (retrain.max_alerted_fraction_one_series judges it instead)
     one = fleet_window(100, 1, {(s, 0) for s in range(30, 50)})
     assert left_out(one) == set()
+
+
+def test_a_long_fault_stays_one_machines_though_the_others_have_tail_alerts_meanwhile() -> None:
+    # Given 10 machines with scattered single alerts (every 50th sample of each, staggered),
+    # and machine 0 alerting on 200 consecutive samples
+    tail = {(s, m) for m in range(1, 10) for s in range(m * 5, 1_000, 50)}
+    rows = fleet_window(1_000, 10, tail | {(s, 0) for s in range(300, 500)})
+    # Then its run is still left out: the others alerted on a few rows of that span, not
+    # on most of theirs
+    assert {(s, "m0") for s in range(300, 500)} <= left_out(rows)
+    assert all(e == "m0" for _, e in left_out(rows))
