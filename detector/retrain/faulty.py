@@ -62,8 +62,9 @@ def learnable(rows: list[SampleRow], faulty: set[str]) -> list[bool]:
 
     Not the alerted rows of ``faulty`` entities, and not a short fault of one machine:
     ``RUN_MIN`` or more of an entity's consecutive samples alerting while most of the
-    other entities present at the time do not alert on most of their rows of that span
-    (their tail alerts meanwhile do not make a long fault the fleet's). Such a run is far too small a share of
+    other entities present at the time do not alert on more than ``FAULTY_SHARE_MIN`` of
+    their rows of that span (their tail alerts meanwhile do not make a long fault the
+    fleet's). Such a run is far too small a share of
     the machine's window for ``faulty_entities`` to see, yet fitted it teaches the
     candidate that fault's shape (measured on the synthetic fleet: a model retrained on
     six earlier 20-event faults caught 2 of 20 events of the next, the model before it
@@ -91,8 +92,9 @@ def learnable(rows: list[SampleRow], faulty: set[str]) -> list[bool]:
 
 def _shared(rows: list[SampleRow], entity: str, first: int, last: int) -> bool:
     """Whether most other entities with rows in ``rows[first:last + 1]`` alerted there too:
-    on at least half of their rows of that span (an isolated tail alert of another machine
-    during a long run is not the fleet sharing it)."""
+    on more than ``FAULTY_SHARE_MIN`` of their rows of that span (a tail alert of another
+    machine now and then during a long run is not the fleet sharing it; a fleet-wide shift
+    alerting on a third of each machine's rows is)."""
     seen: Counter[str] = Counter()
     alerted: Counter[str] = Counter()
     for r in rows[first : last + 1]:
@@ -100,7 +102,7 @@ def _shared(rows: list[SampleRow], entity: str, first: int, last: int) -> bool:
         if e != entity:
             seen[e] += 1
             alerted[e] += r.alerted
-    sharing = sum(2 * alerted[e] >= n for e, n in seen.items())
+    sharing = sum(alerted[e] > FAULTY_SHARE_MIN * n for e, n in seen.items())
     return bool(seen) and sharing > len(seen) / 2
 
 
