@@ -39,6 +39,7 @@ cannot alert.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,13 +222,11 @@ class TemporalState:
         short = False
         others = [p for e, p in self._peers.items() if e != key][-PEER_ENTITIES:]
         for name, v in own.items():
-            values = sorted([p[name] for p in others if name in p])
-            h = len(values) // 2
+            values = [p[name] for p in others if name in p]
             if len(values) < MIN_PEERS:
                 derived[name], short = None, True
             else:
-                median = values[h] if len(values) % 2 else 0.5 * (values[h - 1] + values[h])
-                derived[name] = v - median
+                derived[name] = v - statistics.median(values)
         self._peers[key] = own
         self._peers.move_to_end(key)
         if len(self._peers) > PEER_ENTITIES + 1:  # the entity itself and PEER_ENTITIES others
@@ -295,11 +294,8 @@ class TemporalState:
 def _median_step(window: deque[float]) -> float:
     """The median absolute change between consecutive values of the window (one step in
     it, a fault's start or end, does not move it)."""
-    steps = sorted(abs(b - a) for a, b in pairwise(window))
-    if not steps:
-        return 0.0
-    h = len(steps) // 2
-    return steps[h] if len(steps) % 2 else 0.5 * (steps[h - 1] + steps[h])
+    steps = [abs(b - a) for a, b in pairwise(window)]
+    return statistics.median(steps) if steps else 0.0
 
 
 def _forget(window: deque[float], run: int, level: float, bound: float) -> None:
